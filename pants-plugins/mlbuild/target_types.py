@@ -1,0 +1,214 @@
+"""Target types for datasets and models: what a BUILD file may say about them, checked early."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, ClassVar, Dict, Optional
+
+from pants.backend.python.target_types import PythonResolveField
+from pants.core.target_types import FileSourceField
+from pants.engine.addresses import Address
+from pants.engine.target import (
+    COMMON_TARGET_FIELDS,
+    Dependencies,
+    Field,
+    InvalidFieldException,
+    InvalidFieldTypeException,
+    SingleSourceField,
+    StringField,
+    Target,
+)
+from pants.util.frozendict import FrozenDict
+from pants.util.strutil import help_text
+
+# The metrics the training harness (models/common/metrics.py) reports on the test split and a
+# threshold may name. A test checks that the two lists agree.
+GATED_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+
+FRAMEWORKS = ("torch", "tensorflow")
+
+# ------------------------------------------------------------------------------------------
+# ml_dataset
+# ------------------------------------------------------------------------------------------
+
+
+class DatasetSourceField(FileSourceField):
+    """A `file` source, so tests and processes that depend on the dataset see the file itself."""
+
+    required = True
+    expected_file_extensions = (".npz",)
+    help = help_text(
+        """
+        The dataset file, relative to the BUILD file's directory: a `.npz` with `features`,
+        `labels`, `class_names` and `scale` arrays, as written by `models/datasets/export_datasets.py`.
+        """
+    )
+
+
+class DatasetSha256Field(StringField):
+    alias = "sha256"
+    required = True
+    help = help_text(
+        """
+        The sha256 of the dataset file, as 64 lowercase hex digits. Training refuses to start
+        when the file's digest differs, so a silently changed dataset never trains a model.
+        """
+    )
+
+    @classmethod
+    def compute_value(cls, raw_value: Optional[str], address: Address) -> Optional[str]:
+        value = super().compute_value(raw_value, address)
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise InvalidFieldException(
+                f"The {cls.alias!r} field in target {address} must be 64 lowercase hex digits "
+                f"(a sha256), but was {value!r}."
+            )
+        return value
+
+
+class MlDatasetTarget(Target):
+    alias = "ml_dataset"
+    core_fields = (*COMMON_TARGET_FIELDS, DatasetSourceField, DatasetSha256Field)
+    help = "A dataset file with its declared sha256, used by `ml_model` targets."
+
+
+# ------------------------------------------------------------------------------------------
+# ml_model
+# ------------------------------------------------------------------------------------------
+
+
+class ModelFrameworkField(StringField):
+    alias = "framework"
+    required = True
+    valid_choices = FRAMEWORKS
+    help = "The framework the model is written in; it selects the training harness and its export to ONNX."
+
+
+class ModelEntryPointField(StringField):
+    alias = "entry_point"
+    required = True
+    help = help_text(
+        """
+        The model's training module: a `.py` file in the target's directory (e.g. `train.py`),
+        owned by a `python_source` target. Pants runs it as `python -m <module> train|evaluate|export`;
+        its imports are inferred like any Python code, so a change to a library it uses retrains it.
+        """
+    )
+
+    @classmethod
+    def compute_value(cls, raw_value: Optional[str], address: Address) -> Optional[str]:
+        value = super().compute_value(raw_value, address)
+        if value is not None and (
+            not value.endswith(".py") or "/" in value or value.startswith(".")
+        ):
+            raise InvalidFieldException(
+                f"The {cls.alias!r} field in target {address} must name a `.py` file in the "
+                f"target's directory (e.g. 'train.py'), but was {value!r}."
+            )
+        return value
+
+
+class ModelConfigSourceField(SingleSourceField):
+    alias = "config"
+    required = True
+    expected_file_extensions = (".json",)
+    help = help_text(
+        """
+        The training config, a JSON file relative to the BUILD file's directory: `seed`, `epochs`,
+        `batch_size`, `learning_rate`, optional `validation_fraction`/`test_fraction`, and a
+        `model` object of architecture parameters. Editing it retrains this model only.
+        """
+    )
+
+
+class ModelDatasetField(StringField):
+    alias = "dataset"
+    required = True
+    help = "The address of the `ml_dataset` target the model trains on, e.g. `//models/datasets:digits`."
+
+
+class ModelThresholdsField(Field):
+    alias = "thresholds"
+    required = True
+    value: FrozenDict[str, float]
+    allowed_metrics: ClassVar[tuple[str, ...]] = GATED_METRICS
+    help = help_text(
+        f"""
+        The evaluation gate: the least value each named metric must reach on the held-out test
+        split, e.g. `{{"accuracy": 0.95}}`. A model below any threshold fails `package` and its
+        tests. Metrics: {", ".join(GATED_METRICS)}; each threshold is a number in [0, 1].
+        """
+    )
+
+    @classmethod
+    def compute_value(  # type: ignore[override]
+        cls, raw_value: Optional[Dict[str, Any]], address: Address
+    ) -> FrozenDict[str, float]:
+        value = super().compute_value(raw_value, address)
+        if not isinstance(value, dict) or not value:
+            raise InvalidFieldTypeException(
+                address,
+                cls.alias,
+                raw_value,
+                expected_type=f"a non-empty dict of metric name -> number, metrics: {', '.join(cls.allowed_metrics)}",
+            )
+        thresholds = {}
+        for metric, threshold in value.items():
+            if metric not in cls.allowed_metrics:
+                raise InvalidFieldException(
+                    f"The {cls.alias!r} field in target {address} names the unknown metric "
+                    f"{metric!r}; allowed metrics: {', '.join(cls.allowed_metrics)}."
+                )
+            if (
+                isinstance(threshold, bool)
+                or not isinstance(threshold, (int, float))
+                or not math.isfinite(threshold)
+                or not 0 <= threshold <= 1
+            ):
+                raise InvalidFieldException(
+                    f"The {cls.alias!r} field in target {address} sets {metric!r} to {threshold!r}; "
+                    "a threshold must be a number in [0, 1]."
+                )
+            thresholds[metric] = float(threshold)
+        return FrozenDict(sorted(thresholds.items()))
+
+
+class ModelResolveField(PythonResolveField):
+    help = help_text(
+        """
+        The Python resolve to train in (from `[python].resolves`); defaults to the resolve named
+        like the framework (`torch` or `tensorflow`). The entry point's `python_source` must be in
+        the same resolve.
+        """
+    )
+
+    def resolve_name(self, framework: str) -> str:
+        return self.value or framework
+
+
+class ModelDependenciesField(Dependencies):
+    pass
+
+
+class MlModelTarget(Target):
+    alias = "ml_model"
+    core_fields = (
+        *COMMON_TARGET_FIELDS,
+        ModelFrameworkField,
+        ModelEntryPointField,
+        ModelConfigSourceField,
+        ModelDatasetField,
+        ModelThresholdsField,
+        ModelResolveField,
+        ModelDependenciesField,
+    )
+    help = help_text(
+        """
+        A model trained, evaluated, gated and exported to ONNX as cached build steps.
+
+        `pants package` on it writes an artifact directory (`model.onnx` and `model.json`) to
+        `dist/models/<name>/`; its training reruns only when its code, config, dataset or locked
+        requirements change.
+        """
+    )

@@ -1,0 +1,96 @@
+import ast
+from pathlib import Path
+
+import pytest
+from pants.engine.addresses import Address
+from pants.engine.internals.scheduler import ExecutionError
+from pants.testutil.rule_runner import RuleRunner
+
+from mlbuild.target_types import (
+    GATED_METRICS,
+    MlDatasetTarget,
+    MlModelTarget,
+    ModelThresholdsField,
+)
+
+SHA = "a" * 64
+
+
+@pytest.fixture
+def rule_runner() -> RuleRunner:
+    return RuleRunner(target_types=[MlModelTarget, MlDatasetTarget])
+
+
+def _model_build(**overrides: str) -> str:
+    fields = {
+        "framework": '"torch"',
+        "entry_point": '"train.py"',
+        "config": '"config.json"',
+        "dataset": '"//data:digits"',
+        "thresholds": '{"accuracy": 0.9}',
+        **overrides,
+    }
+    args = ", ".join(f"{k}={v}" for k, v in fields.items())
+    return f'ml_model(name="m", {args})'
+
+
+def _error(rule_runner: RuleRunner, build: str) -> str:
+    rule_runner.write_files({"m/BUILD": build, "m/config.json": "{}", "m/train.py": ""})
+    with pytest.raises(ExecutionError) as e:
+        rule_runner.get_target(Address("m", target_name="m"))
+    return str(e.value)
+
+
+def test_valid_model_fields(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files({"m/BUILD": _model_build(), "m/config.json": "{}"})
+    tgt = rule_runner.get_target(Address("m", target_name="m"))
+    assert dict(tgt[ModelThresholdsField].value) == {"accuracy": 0.9}
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            {"framework": '"jax"'},
+            "'framework' field in target m:m must be one of ['tensorflow', 'torch']",
+        ),
+        (
+            {"thresholds": '{"auc": 0.9}'},
+            "unknown metric 'auc'; allowed metrics: accuracy, macro_precision",
+        ),
+        (
+            {"thresholds": '{"accuracy": 1.5}'},
+            "sets 'accuracy' to 1.5; a threshold must be a number in [0, 1]",
+        ),
+        ({"thresholds": '{"accuracy": "high"}'}, "a threshold must be a number in [0, 1]"),
+        ({"thresholds": "{}"}, "'thresholds' field in target m:m must be a non-empty dict"),
+        ({"entry_point": '"../x.py"'}, "'entry_point' field in target m:m must name a `.py` file"),
+    ],
+)
+def test_bad_fields_name_target_field_and_allowed_values(rule_runner, override, expected) -> None:
+    assert expected in _error(rule_runner, _model_build(**override))
+
+
+def test_missing_required_field_is_named(rule_runner: RuleRunner) -> None:
+    build = 'ml_model(name="m", framework="torch", entry_point="train.py", config="config.json", dataset=":d")'
+    assert "The 'thresholds' field in target m:m must be defined" in _error(rule_runner, build)
+
+
+def test_dataset_sha256_must_be_hex(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files(
+        {"d/BUILD": 'ml_dataset(name="d", source="d.npz", sha256="abc")', "d/d.npz": ""}
+    )
+    with pytest.raises(ExecutionError, match="must be 64 lowercase hex digits"):
+        rule_runner.get_target(Address("d", target_name="d"))
+    rule_runner.write_files({"d/BUILD": f'ml_dataset(name="d", source="d.npz", sha256="{SHA}")'})
+    assert rule_runner.get_target(Address("d", target_name="d")) is not None
+
+
+def test_gated_metrics_match_the_training_harness() -> None:
+    tree = ast.parse(Path("models/common/metrics.py").read_text())
+    assigned = next(
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "GATED_METRICS"
+    )
+    assert tuple(ast.literal_eval(assigned)) == GATED_METRICS
