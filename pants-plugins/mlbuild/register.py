@@ -1,6 +1,6 @@
 """Our Pants plugin: ML datasets and models as Pants targets, and the rules that build them."""
 
-from mlbuild import ruff_format
+from mlbuild import model_dependencies, model_steps, package_model, ruff_format
 from mlbuild.target_types import MlDatasetTarget, MlModelTarget
 
 
@@ -9,4 +9,9 @@ def target_types():
 
 
 def rules():
-    return [*ruff_format.rules()]
+    return [
+        *model_dependencies.rules(),
+        *model_steps.rules(),
+        *package_model.rules(),
+        *ruff_format.rules(),
+    ]

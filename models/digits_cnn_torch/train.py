@@ -1,0 +1,30 @@
+"""A small CNN on the 8x8 digits: two conv -> ReLU -> max-pool blocks, then two dense layers."""
+
+from torch import nn
+
+from models.common.config import TrainingConfig
+from models.common.harness import ModelSpec, run
+from models.common.torch_framework import TorchFramework
+
+
+def build_model(config: TrainingConfig, spec: ModelSpec) -> nn.Module:
+    channels, _, width = spec.input_shape
+    c1 = config.model.get("conv1_channels", 16)
+    c2 = config.model.get("conv2_channels", 32)
+    hidden = config.model.get("hidden_units", 64)
+    return nn.Sequential(
+        nn.Conv2d(channels, c1, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 8x8 -> 4x4
+        nn.Conv2d(c1, c2, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 4x4 -> 2x2
+        nn.Flatten(),
+        nn.Linear(c2 * (width // 4) ** 2, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, spec.num_classes),
+    )
+
+
+if __name__ == "__main__":
+    run(TorchFramework(build_model))

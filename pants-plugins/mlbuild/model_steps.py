@@ -1,0 +1,218 @@
+"""Training, evaluation and export of an `ml_model` as ordinary, cacheable Pants processes.
+
+Each step is a `Process` whose inputs are exactly the model's inputs: its transitive Python
+sources, its config file, its dataset file, a PEX of its resolve's locked requirements (which pins
+the interpreter through its constraints) and fixed arguments and environment. Pants caches each
+step locally and in a REAPI remote cache, so a model whose inputs are unchanged never retrains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from pants.backend.python.subsystems.setup import PythonSetup
+from pants.backend.python.target_types import EntryPoint
+from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
+from pants.backend.python.util_rules.pex import Pex, PexRequest, VenvPex, VenvPexProcess
+from pants.backend.python.util_rules.pex_from_targets import RequirementsPexRequest
+from pants.backend.python.util_rules.python_sources import (
+    PythonSourceFiles,
+    PythonSourceFilesRequest,
+)
+from pants.core.util_rules.source_files import SourceFiles, SourceFilesRequest
+from pants.engine.addresses import Address, Addresses
+from pants.engine.fs import Digest, DigestContents, MergeDigests, PathGlobs
+from pants.engine.process import Process, ProcessResult
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
+from pants.engine.target import TransitiveTargets, TransitiveTargetsRequest
+from pants.source.source_root import SourceRoot, SourceRootRequest
+from pants.util.logging import LogLevel
+
+from mlbuild.model_dependencies import ModelInputs, ModelInputsRequest
+from mlbuild.target_types import (
+    ModelConfigSourceField,
+    ModelDatasetField,
+    ModelEntryPointField,
+    ModelFrameworkField,
+    ModelResolveField,
+)
+
+# Fixed environment for every step: part of the cache key, so it must not vary by machine.
+_STEP_ENV = {
+    "PYTHONHASHSEED": "0",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "CUDA_VISIBLE_DEVICES": "",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+
+
+class DatasetDigestMismatch(Exception):
+    """The dataset file is not the one its `ml_dataset` target declares."""
+
+
+@dataclass(frozen=True)
+class ModelStepsRequest:
+    address: Address
+    framework: ModelFrameworkField
+    entry_point: ModelEntryPointField
+    config: ModelConfigSourceField
+    dataset: ModelDatasetField
+    resolve: ModelResolveField
+
+
+@dataclass(frozen=True)
+class ModelRunner:
+    """The model's training module as a runnable venv, plus every file its steps read."""
+
+    address: Address
+    inputs: ModelInputs
+    venv_pex: VenvPex
+    input_digest: Digest
+    config_path: str
+    source_roots: tuple[str, ...]
+
+    def process(self, step: str, argv: tuple[str, ...], extra_input: Digest | None = None):
+        """The step's process description; `extra_input` is a previous step's output."""
+        return VenvPexProcess(
+            self.venv_pex,
+            argv=(
+                step,
+                "--config",
+                self.config_path,
+                "--dataset",
+                self.inputs.dataset_path,
+                "--out",
+                step,
+                *argv,
+            ),
+            input_digest=extra_input or self.input_digest,
+            extra_env={**_STEP_ENV, "PEX_EXTRA_SYS_PATH": ":".join(self.source_roots)},
+            output_directories=(step,),
+            description=f"{step.capitalize()} {self.address}",
+            level=LogLevel.INFO if step == "train" else LogLevel.DEBUG,
+        )
+
+
+@rule(desc="Set up an ml_model's training environment", level=LogLevel.DEBUG)
+async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSetup) -> ModelRunner:
+    inputs = await Get(
+        ModelInputs,
+        ModelInputsRequest(
+            request.address,
+            request.framework,
+            request.entry_point,
+            request.dataset,
+            request.resolve,
+        ),
+    )
+    transitive, config_files, entry_root = await MultiGet(
+        Get(
+            TransitiveTargets,
+            TransitiveTargetsRequest([inputs.entry_point_address, inputs.dataset_address]),
+        ),
+        Get(SourceFiles, SourceFilesRequest([request.config])),
+        Get(SourceRoot, SourceRootRequest, SourceRootRequest.for_file(inputs.entry_point_path)),
+    )
+    sources, requirements_pex = await MultiGet(
+        Get(PythonSourceFiles, PythonSourceFilesRequest(transitive.closure, include_files=True)),
+        Get(Pex, RequirementsPexRequest(Addresses([inputs.entry_point_address]))),
+    )
+    relative = inputs.entry_point_path
+    if entry_root.path not in ("", "."):
+        relative = relative[len(entry_root.path) + 1 :]
+    module = relative[: -len(".py")].replace("/", ".")
+    venv_pex, input_digest = await MultiGet(
+        Get(
+            VenvPex,
+            PexRequest(
+                output_filename="model_runner.pex",
+                internal_only=True,
+                interpreter_constraints=InterpreterConstraints.create_from_targets(
+                    transitive.closure, python_setup
+                )
+                or InterpreterConstraints(python_setup.interpreter_constraints),
+                main=EntryPoint(module),
+                pex_path=[requirements_pex],
+            ),
+        ),
+        Get(
+            Digest,
+            MergeDigests((sources.source_files.snapshot.digest, config_files.snapshot.digest)),
+        ),
+    )
+    # The dataset's digest is checked here, before any process runs (the harness checks again).
+    dataset_contents = await Get(DigestContents, PathGlobs([inputs.dataset_path]))
+    if not dataset_contents:
+        raise DatasetDigestMismatch(
+            f"{request.address}: dataset file {inputs.dataset_path} is missing"
+        )
+    actual = hashlib.sha256(dataset_contents[0].content).hexdigest()
+    if actual != inputs.dataset_sha256:
+        raise DatasetDigestMismatch(
+            f"{request.address}: dataset {inputs.dataset_path} does not match the sha256 declared "
+            f"by {inputs.dataset_address}: declared {inputs.dataset_sha256}, actual {actual}. If "
+            "the change is intended, update the `sha256` field of the `ml_dataset` target."
+        )
+    return ModelRunner(
+        address=request.address,
+        inputs=inputs,
+        venv_pex=venv_pex,
+        input_digest=input_digest,
+        config_path=config_files.files[0],
+        source_roots=sources.source_roots,
+    )
+
+
+@dataclass(frozen=True)
+class ModelStepOutputs:
+    """The outputs of train, evaluate and export, and a fingerprint of all training inputs."""
+
+    train: Digest
+    evaluate: Digest
+    export: Digest
+    inputs_digest: str
+
+
+@rule(desc="Train, evaluate and export an ml_model", level=LogLevel.DEBUG)
+async def run_model_steps(request: ModelStepsRequest) -> ModelStepOutputs:
+    runner = await Get(ModelRunner, ModelStepsRequest, request)
+    train_process = await Get(
+        Process,
+        VenvPexProcess,
+        runner.process("train", ("--dataset-sha256", runner.inputs.dataset_sha256)),
+    )
+    trained = await Get(ProcessResult, Process, train_process)
+    with_checkpoint = await Get(Digest, MergeDigests((runner.input_digest, trained.output_digest)))
+    evaluated, exported = await MultiGet(
+        Get(
+            ProcessResult,
+            VenvPexProcess,
+            runner.process("evaluate", ("--checkpoint", "train"), with_checkpoint),
+        ),
+        Get(
+            ProcessResult,
+            VenvPexProcess,
+            runner.process("export", ("--checkpoint", "train"), with_checkpoint),
+        ),
+    )
+    fingerprint = json.dumps(
+        {
+            "input_digest": train_process.input_digest.fingerprint,
+            "argv": train_process.argv,
+            "env": dict(train_process.env),
+        },
+        sort_keys=True,
+    )
+    return ModelStepOutputs(
+        train=trained.output_digest,
+        evaluate=evaluated.output_digest,
+        export=exported.output_digest,
+        inputs_digest=hashlib.sha256(fingerprint.encode()).hexdigest(),
+    )
+
+
+def rules():
+    return collect_rules()
