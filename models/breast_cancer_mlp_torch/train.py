@@ -26,8 +26,8 @@ class Standardize(nn.Module):
 
 
 def build_model(config: TrainingConfig, spec: ModelSpec) -> nn.Module:
-    hidden = config.model.get("hidden_units", 32)
-    dropout = config.model.get("dropout", 0.1)
+    params = config.architecture({"hidden_units": 32, "dropout": 0.1})
+    hidden, dropout = params["hidden_units"], params["dropout"]
     (num_features,) = spec.input_shape
     return nn.Sequential(
         Standardize(spec.train_features),

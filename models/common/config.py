@@ -23,6 +23,28 @@ class TrainingConfig:
     # Architecture parameters, interpreted by the model's own code.
     model: dict[str, Any] = field(default_factory=dict)
 
+    def architecture(self, defaults: dict[str, Any]) -> dict[str, Any]:
+        """The `model` object merged over the model's defaults; unknown keys or types are errors."""
+        unknown = sorted(set(self.model) - set(defaults))
+        if unknown:
+            raise ConfigError(
+                f"model: unknown key(s) {', '.join(unknown)}; this model takes: "
+                f"{', '.join(sorted(defaults))}"
+            )
+        for key, value in self.model.items():
+            expected = type(defaults[key])
+            ok = (
+                isinstance(value, (int, float))
+                if expected is float
+                else isinstance(value, expected)
+            )
+            if not ok or isinstance(value, bool) != isinstance(defaults[key], bool):
+                raise ConfigError(
+                    f"model: '{key}' must be {expected.__name__} like its default "
+                    f"{defaults[key]!r}, got {value!r}"
+                )
+        return {**defaults, **self.model}
+
 
 # key: (type, required, check, what the check means)
 _KEYS = {

@@ -85,16 +85,19 @@ class StepError(Exception):
 
 
 @dataclass(frozen=True)
-class _Inputs:
+class StepInputs:
     config: TrainingConfig
     split: Split
     spec: ModelSpec
 
 
-def _load_inputs(framework: Framework, args: argparse.Namespace) -> _Inputs:
-    config = load_config(args.config)
+def load_inputs(
+    framework: Framework, config_path: Path, dataset_path: Path, dataset_sha256: str | None = None
+) -> StepInputs:
+    """Config, seeded split and model spec, exactly as every step (and the model tests) see them."""
+    config = load_config(config_path)
     framework.seed(config.seed)
-    dataset = load_dataset(args.dataset, getattr(args, "dataset_sha256", None))
+    dataset = load_dataset(dataset_path, dataset_sha256)
     split = split_dataset(
         dataset,
         seed=config.seed,
@@ -103,7 +106,11 @@ def _load_inputs(framework: Framework, args: argparse.Namespace) -> _Inputs:
     )
     train_features = framework.prepare(split.train.features)
     spec = ModelSpec(tuple(train_features.shape[1:]), dataset.num_classes, train_features)
-    return _Inputs(config, split, spec)
+    return StepInputs(config, split, spec)
+
+
+def _load_inputs(framework: Framework, args: argparse.Namespace) -> StepInputs:
+    return load_inputs(framework, args.config, args.dataset, getattr(args, "dataset_sha256", None))
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -123,6 +130,8 @@ def _train(framework: Framework, args: argparse.Namespace, out: Path) -> None:
             "seconds": round(seconds, 3),
             "epochs": inputs.config.epochs,
             "seed": inputs.config.seed,
+            "validation_fraction": inputs.config.validation_fraction,
+            "test_fraction": inputs.config.test_fraction,
             "train_samples": len(inputs.split.train),
             "summary": summary,
             "libraries": framework.library_versions(),

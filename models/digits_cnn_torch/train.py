@@ -8,10 +8,9 @@ from models.common.torch_framework import TorchFramework
 
 
 def build_model(config: TrainingConfig, spec: ModelSpec) -> nn.Module:
+    params = config.architecture({"conv1_channels": 16, "conv2_channels": 32, "hidden_units": 64})
+    c1, c2, hidden = params["conv1_channels"], params["conv2_channels"], params["hidden_units"]
     channels, _, width = spec.input_shape
-    c1 = config.model.get("conv1_channels", 16)
-    c2 = config.model.get("conv2_channels", 32)
-    hidden = config.model.get("hidden_units", 64)
     return nn.Sequential(
         nn.Conv2d(channels, c1, kernel_size=3, padding=1),
         nn.ReLU(),

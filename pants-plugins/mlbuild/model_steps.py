@@ -174,6 +174,9 @@ class ModelStepOutputs:
     evaluate: Digest
     export: Digest
     inputs_digest: str
+    dataset_address: Address
+    dataset_path: str
+    dataset_sha256: str
 
 
 @rule(desc="Train, evaluate and export an ml_model", level=LogLevel.DEBUG)
@@ -211,6 +214,9 @@ async def run_model_steps(request: ModelStepsRequest) -> ModelStepOutputs:
         evaluate=evaluated.output_digest,
         export=exported.output_digest,
         inputs_digest=hashlib.sha256(fingerprint.encode()).hexdigest(),
+        dataset_address=runner.inputs.dataset_address,
+        dataset_path=runner.inputs.dataset_path,
+        dataset_sha256=runner.inputs.dataset_sha256,
     )
 
 

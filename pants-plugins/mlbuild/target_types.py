@@ -6,7 +6,6 @@ import math
 import re
 from typing import Any, ClassVar, Dict, Optional
 
-from pants.backend.python.target_types import PythonResolveField
 from pants.core.target_types import FileSourceField
 from pants.engine.addresses import Address
 from pants.engine.target import (
@@ -15,7 +14,6 @@ from pants.engine.target import (
     Field,
     InvalidFieldException,
     InvalidFieldTypeException,
-    SingleSourceField,
     StringField,
     Target,
 )
@@ -109,7 +107,9 @@ class ModelEntryPointField(StringField):
         return value
 
 
-class ModelConfigSourceField(SingleSourceField):
+class ModelConfigSourceField(FileSourceField):
+    """A `file` source, so the model's tests that depend on the model can read its config."""
+
     alias = "config"
     required = True
     expected_file_extensions = (".json",)
@@ -174,7 +174,11 @@ class ModelThresholdsField(Field):
         return FrozenDict(sorted(thresholds.items()))
 
 
-class ModelResolveField(PythonResolveField):
+class ModelResolveField(StringField):
+    """Not a `PythonResolveField`: its default depends on `framework`, which Pants's own resolve
+    checks cannot know, and the model itself is no Python code."""
+
+    alias = "resolve"
     help = help_text(
         """
         The Python resolve to train in (from `[python].resolves`); defaults to the resolve named

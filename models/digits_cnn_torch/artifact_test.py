@@ -1,0 +1,11 @@
+from pathlib import Path
+
+from models.common.artifact_checks import check_artifact
+
+
+def test_packaged_artifact_matches_its_description():
+    check_artifact(
+        Path("models/digits_cnn_torch"),
+        expected_name="digits_cnn_torch",
+        expected_framework="torch",
+    )
