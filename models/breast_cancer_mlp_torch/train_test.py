@@ -1,8 +1,8 @@
 from pathlib import Path
 
+from models.breast_cancer_mlp_torch.train import build_model
 from models.common import model_checks
 from models.common.torch_framework import TorchFramework
-from models.breast_cancer_mlp_torch.train import build_model
 
 CONFIG = Path("models/breast_cancer_mlp_torch/config.json")
 DATASET = Path("models/datasets/breast_cancer.npz")
