@@ -1,0 +1,139 @@
+"""A scratch copy of this monorepo's build set-up with tiny models, driven by real `./pants`.
+
+End-to-end tests copy the real bootstrap script, Pants config, plugin, lockfiles and shared
+library into a temporary directory, add small fast models there, and count the trainings Pants
+reports (`Completed: Train <address>`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+# What a scratch repo copies from this one (the test's sandbox holds these via `files` targets).
+COPIED = (
+    "pants",
+    "pants.toml",
+    "ruff.toml",
+    "BUILD",
+    "3rdparty/python",
+    "pants-plugins",
+    "models/__init__.py",
+    "models/BUILD",
+    "models/common",
+    "models/datasets",
+)
+
+_TRAINED = re.compile(r"Completed: Train (\S+)")
+
+TINY_MODEL = """\
+from torch import nn
+
+from models.common.harness import run
+from models.common.torch_framework import TorchFramework
+{extra_import}
+
+# nonce: {nonce}
+
+
+def build_model(config, spec):
+    hidden = {hidden}
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, spec.num_classes))
+
+
+if __name__ == "__main__":
+    run(TorchFramework(build_model))
+"""
+
+TINY_BUILD = """\
+python_sources(name="lib", resolve="torch")
+
+ml_model(
+    name="{name}",
+    framework="torch",
+    entry_point="train.py",
+    config="config.json",
+    dataset="//models/datasets:digits",
+    thresholds={{"accuracy": {threshold}}},
+)
+"""
+
+
+@dataclass(frozen=True)
+class PantsRun:
+    returncode: int
+    output: str
+
+    @property
+    def trained(self) -> list[str]:
+        return sorted(_TRAINED.findall(self.output))
+
+
+class ScratchRepo:
+    def __init__(self, root: Path, source: Path = Path(".")) -> None:
+        self.root = root
+        for relpath in COPIED:
+            src = source / relpath
+            dst = root / relpath
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(src, dst)
+        (root / "pants").chmod(0o755)
+        # A fresh nonce per scratch repo: its trainings can never be cache hits from an earlier run.
+        self.nonce = uuid.uuid4().hex
+        self.write("models/shared/__init__.py", "")
+        self.write("models/shared/extra.py", f"# nonce: {self.nonce}\nHIDDEN = 16\n")
+        self.write("models/shared/BUILD", 'python_sources(resolve="torch")\n')
+
+    def write(self, relpath: str, content: str) -> None:
+        path = self.root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+    def read(self, relpath: str) -> str:
+        return (self.root / relpath).read_text()
+
+    def add_tiny_model(self, name: str, *, uses_shared: bool, threshold: float = 0.5) -> None:
+        self.write(f"models/{name}/__init__.py", "")
+        self.write(
+            f"models/{name}/train.py",
+            TINY_MODEL.format(
+                nonce=self.nonce,
+                extra_import="from models.shared.extra import HIDDEN" if uses_shared else "",
+                hidden="HIDDEN" if uses_shared else "16",
+            ),
+        )
+        self.write(
+            f"models/{name}/config.json",
+            json.dumps({"seed": 0, "epochs": 2, "batch_size": 64, "learning_rate": 0.01}),
+        )
+        self.write(f"models/{name}/BUILD", TINY_BUILD.format(name=name, threshold=threshold))
+
+    def pants(self, *args: str, pantsd: bool = True) -> PantsRun:
+        argv = ["./pants", *([] if pantsd else ["--no-pantsd"]), *args]
+        proc = subprocess.run(
+            argv,
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=900,
+            env={**os.environ, "PANTS_COLORS": "false"},
+        )
+        return PantsRun(proc.returncode, proc.stdout)
+
+    def stop_pantsd(self) -> None:
+        for pid_file in self.root.glob(".pids/*/pantsd/pid"):
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
+                pass
