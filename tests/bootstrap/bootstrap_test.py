@@ -1,0 +1,81 @@
+"""The ./pants bootstrap, run for real: missing Python 3.9, concurrent first calls, a killed install."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copy2("pants", root / "pants")
+    shutil.copy2("pants.toml", root / "pants.toml")
+    shutil.copy2("ruff.toml", root / "ruff.toml")
+    shutil.copytree("pants-plugins", root / "pants-plugins")
+    (root / "pants").chmod(0o755)
+    return root
+
+
+def _env(cache: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "PANTS_BOOTSTRAP_CACHE": str(cache), **extra}
+
+
+def test_no_python39_is_one_clear_line(checkout: Path, tmp_path: Path) -> None:
+    env = _env(
+        tmp_path / "cache",
+        PATH="/usr/bin:/bin",
+        PYENV_ROOT=str(tmp_path / "no-pyenv"),
+        HOME=str(tmp_path / "home"),
+        PANTS_BOOTSTRAP_PYTHON=str(tmp_path / "missing-python"),
+    )
+    proc = subprocess.run(
+        ["./pants", "--version"], cwd=checkout, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "needs Python 3.9 and none was found" in lines[0]
+    assert "PANTS_BOOTSTRAP_PYTHON" in lines[0]
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("*/.complete"))
+
+
+def _version(checkout: Path, cache: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["./pants", "--no-pantsd", "--version"],
+        cwd=checkout,
+        env=_env(cache),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_concurrent_first_calls_install_once_and_a_killed_install_is_redone(
+    checkout: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    first, second = _version(checkout, cache), _version(checkout, cache)
+    outputs = [p.communicate(timeout=600) for p in (first, second)]
+    for proc, (out, err) in zip((first, second), outputs):
+        assert proc.returncode == 0, err
+        assert out.strip() == "2.17.1"
+    installs = sum(err.count("installing Pants 2.17.1") for _, err in outputs)
+    assert installs == 1
+
+    (install,) = cache.glob("pants-2.17.1-pex-*")
+    digest = (install / "pex.digest").read_text()
+    assert "pex_sha256=" in digest and "pex_size=" in digest
+
+    # Simulate an install killed mid-way: no completion marker, a broken venv.
+    (install / ".complete").unlink()
+    (install / "venv" / "bin" / "pants").unlink()
+    out, err = _version(checkout, cache).communicate(timeout=600)
+    assert "installing Pants 2.17.1" in err
+    assert out.strip() == "2.17.1"
+    assert (install / ".complete").is_file()
