@@ -29,7 +29,12 @@ from mlbuild.oci.target_types import (
 )
 from pants.backend.python.target_types import PexEntryPointField, ResolvePexEntryPointRequest
 from pants.backend.python.target_types import ResolvedPexEntryPoint
-from pants.backend.python.util_rules.pex import Pex, PexLayout
+from pants.backend.python.subsystems.setup import PythonSetup
+from pants.backend.python.target_types import EntryPoint
+from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
+from pants.backend.python.util_rules.pex import Pex, PexLayout, PexRequest
+from pants.backend.python.util_rules.pex_environment import PythonExecutable
+from pants.backend.python.util_rules.pex_requirements import PexRequirements, Resolve
 from pants.backend.python.util_rules.pex_from_targets import PexFromTargetsRequest
 from pants.backend.python.util_rules.python_sources import (
     PythonSourceFilesRequest,
@@ -41,6 +46,7 @@ from pants.core.goals.package import (
     EnvironmentAwarePackageRequest,
     PackageFieldSet,
 )
+from pants.core.goals.run import RunFieldSet, RunInSandboxBehavior, RunRequest
 from pants.core.util_rules.adhoc_binaries import PythonBuildStandaloneBinary
 from pants.engine.addresses import Address, Addresses, UnparsedAddressInputs
 from pants.engine.fs import (
@@ -67,7 +73,7 @@ from pants.engine.target import (
     TransitiveTargetsRequest,
 )
 from pants.engine.unions import UnionRule
-from pants.option.option_types import DictOption
+from pants.option.option_types import DictOption, StrOption
 from pants.option.subsystem import Subsystem
 from pants.util.logging import LogLevel
 from pants.util.resources import read_resource
@@ -79,11 +85,11 @@ SITE_PACKAGES = "opt/python/site-packages"
 APP_DIR = "app"
 
 
-class DebianPackagesSubsystem(Subsystem):
-    options_scope = "debian-mirrors"
-    help = "Where `debian_packages` targets download their pinned .deb files from."
+class OciSubsystem(Subsystem):
+    options_scope = "oci"
+    help = "Options of `model_image` and `debian_packages` targets."
 
-    mirrors = DictOption[str](
+    debian_mirrors = DictOption[str](
         help=help_text(
             """
             Base URL of each Debian archive named by a pin's `archive` (e.g. `debian`,
@@ -94,10 +100,14 @@ class DebianPackagesSubsystem(Subsystem):
             """
         ),
     )
+    run_resolve = StrOption(
+        default="python-default",
+        help="The resolve whose lock provides the Docker SDK (`docker`) for `pants run` of a `model_image`.",
+    )
 
     def archive_urls(self) -> Dict[str, str]:
         urls = apt_source_urls()
-        urls.update(self.mirrors)
+        urls.update(self.debian_mirrors)
         return urls
 
 
@@ -214,7 +224,7 @@ class ModelLayerRequest:
 
 @rule(desc="Build the base layer from Debian packages")
 async def build_base_layer(
-    request: BaseLayerRequest, debian: DebianPackagesSubsystem
+    request: BaseLayerRequest, oci: OciSubsystem
 ) -> ImageLayer:
     targets = await Get(Targets, Addresses([request.address]))
     target = targets[0]
@@ -223,12 +233,12 @@ async def build_base_layer(
     sources = await Get(HydratedSources, HydrateSourcesRequest(target[DebianPackagesSourceField]))
     pins_file = await Get(DigestContents, Digest, sources.snapshot.digest)
     pins = json.loads(pins_file[0].content)["packages"]
-    urls = debian.archive_urls()
+    urls = oci.archive_urls()
     missing = sorted({pin["archive"] for pin in pins} - set(urls))
     if missing:
         raise ValueError(
             f"No URL for the Debian archive(s) {missing} of {request.address}: set "
-            "`[debian-mirrors].mirrors` (no apt source names them on this machine)."
+            "`[oci].debian_mirrors` (no apt source names them on this machine)."
         )
     downloads = await MultiGet(
         Get(
@@ -425,8 +435,59 @@ async def package_model_image(field_set: ModelImageFieldSet) -> BuiltPackage:
     )
 
 
+@dataclass(frozen=True)
+class ModelImageRunFieldSet(RunFieldSet):
+    required_fields = ModelImageFieldSet.required_fields
+    run_in_sandbox_behavior = RunInSandboxBehavior.NOT_SUPPORTED
+
+    args: ModelImageArgsField
+
+
+@rule(desc="Run a model image in the local Docker engine")
+async def run_model_image(
+    field_set: ModelImageRunFieldSet, oci: OciSubsystem, python_setup: PythonSetup
+) -> RunRequest:
+    targets = await Get(Targets, Addresses([field_set.address]))
+    package_field_set = ModelImageFieldSet.create(targets[0])
+    script = read_resource("mlbuild.oci", "run_image.py")
+    assert script is not None, "mlbuild/oci/run_image.py is missing"
+    interpreter_constraints = InterpreterConstraints(python_setup.interpreter_constraints)
+    image, script_digest, python = await MultiGet(
+        Get(BuiltPackage, PackageFieldSet, package_field_set),
+        Get(Digest, CreateDigest([FileContent("__run_image.py", script)])),
+        Get(PythonExecutable, InterpreterConstraints, interpreter_constraints),
+    )
+    runner = await Get(
+        Pex,
+        PexRequest(
+            output_filename="run_image.pex",
+            internal_only=True,
+            interpreter_constraints=interpreter_constraints,
+            requirements=PexRequirements(
+                ["docker"],
+                from_superset=Resolve(oci.run_resolve, False),
+                description_of_origin="the `run` of model_image targets",
+            ),
+            sources=script_digest,
+            main=EntryPoint("__run_image"),
+        ),
+    )
+    tar, summary = image.artifacts[0].relpath, image.artifacts[2].relpath
+    return RunRequest(
+        digest=await Get(Digest, MergeDigests([image.digest, runner.digest])),
+        args=(
+            python.path,
+            "{chroot}/run_image.pex",
+            f"{{chroot}}/{tar}",
+            f"{{chroot}}/{summary}",
+            tar,
+        ),
+    )
+
+
 def rules():
     return [
         *collect_rules(),
         UnionRule(PackageFieldSet, ModelImageFieldSet),
+        *ModelImageRunFieldSet.rules(),
     ]
