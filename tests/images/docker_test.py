@@ -44,7 +44,9 @@ def wait_for_event(container, name: str, timeout: float = 60) -> dict:
     raise AssertionError(f"no {name!r} event; logs:\n{container.logs().decode()}")
 
 
-def test_loads_runs_as_nonroot_serves_and_stops_cleanly(client: docker.DockerClient, image_a: Image) -> None:
+def test_loads_runs_as_nonroot_serves_and_stops_cleanly(
+    client: docker.DockerClient, image_a: Image
+) -> None:
     [loaded] = client.images.load(image_a.tar.read_bytes())
     assert loaded.id == image_a.summary["image_id"]
     assert image_a.summary["reference"] in loaded.tags
@@ -63,7 +65,9 @@ def test_loads_runs_as_nonroot_serves_and_stops_cleanly(client: docker.DockerCli
         assert container.attrs["Config"]["User"] == "65532:65532"
         port = container.attrs["NetworkSettings"]["Ports"]["8500/tcp"][0]["HostPort"]
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
         assert response.status == health_pb2.HealthCheckResponse.SERVING
         started = time.monotonic()
         container.stop(timeout=20)

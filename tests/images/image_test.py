@@ -30,7 +30,9 @@ def test_one_tar_is_an_oci_layout_and_a_docker_archive(image_a: Image) -> None:
     manifest = image_a.json("blobs/sha256/" + digest.split(":")[1])
     docker = image_a.docker_manifest
     assert docker["Config"] == "blobs/sha256/" + manifest["config"]["digest"].split(":")[1]
-    assert docker["Layers"] == ["blobs/sha256/" + layer["digest"].split(":")[1] for layer in manifest["layers"]]
+    assert docker["Layers"] == [
+        "blobs/sha256/" + layer["digest"].split(":")[1] for layer in manifest["layers"]
+    ]
     assert docker["RepoTags"] == ["ml/fixture_a:" + image_a.summary["model_version"][:12]]
 
 
@@ -49,7 +51,9 @@ def test_config_is_secure_reproducible_and_labelled_from_model_json(image_a: Ima
     assert "/root" not in json.dumps(config) and "/work" not in json.dumps(config)
 
 
-def test_images_of_two_models_share_every_layer_below_the_model(image_a: Image, image_b: Image) -> None:
+def test_images_of_two_models_share_every_layer_below_the_model(
+    image_a: Image, image_b: Image
+) -> None:
     layers_a = [layer["digest"] for layer in image_a.summary["layers"]]
     layers_b = [layer["digest"] for layer in image_b.summary["layers"]]
     assert len(layers_a) == len(layers_b) == 4
@@ -67,8 +71,12 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in path.read_text().split()] if path.exists() else []
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1) for chroot")
-def test_entrypoint_serves_the_model_as_nonroot_pid1_and_stops_cleanly_on_sigterm(image_a: Image, tmp_path: Path) -> None:
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1) for chroot"
+)
+def test_entrypoint_serves_the_model_as_nonroot_pid1_and_stops_cleanly_on_sigterm(
+    image_a: Image, tmp_path: Path
+) -> None:
     root = tmp_path / "rootfs"
     image_a.unpack(root)
     assert not (root / "bin" / "sh").exists() and not (root / "usr" / "bin" / "sh").exists()
@@ -77,10 +85,24 @@ def test_entrypoint_serves_the_model_as_nonroot_pid1_and_stops_cleanly_on_sigter
     config = image_a.config["config"]
     argv = [*config["Entrypoint"], *config["Cmd"], "--host", "127.0.0.1", "--port", "0"]
     # A private mount and PID namespace: the server is PID 1, and the mounts vanish with it.
-    mount, chroot = (shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") for tool in ("mount", "chroot"))
+    mount, chroot = (
+        shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") for tool in ("mount", "chroot")
+    )
     script = f'{mount} --rbind /dev "$0/dev" && {mount} -t proc proc "$0/proc" && exec {chroot} --userspec=65532:65532 "$0" "$@"'
     proc = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--mount", "--propagation", "private", "/bin/sh", "-c", script, str(root), *argv],
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            script,
+            str(root),
+            *argv,
+        ],
         env=dict(item.split("=", 1) for item in config["Env"]),
         stdout=subprocess.PIPE,
         text=True,
@@ -91,7 +113,9 @@ def test_entrypoint_serves_the_model_as_nonroot_pid1_and_stops_cleanly_on_sigter
         assert (ready["uid"], ready["pid"], ready["model"]) == (65532, 1, "fixture_a")
         assert ready["outputs"] == {"probabilities": [1, 3], "predicted_class": [1]}
         with grpc.insecure_channel(f"127.0.0.1:{ready['port']}") as channel:
-            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
         assert response.status == health_pb2.HealthCheckResponse.SERVING
         [server_pid] = children(proc.pid)
         os.kill(server_pid, signal.SIGTERM)

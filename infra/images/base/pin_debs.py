@@ -17,7 +17,9 @@ import subprocess
 import sys
 import urllib.parse
 
-URI_LINE = re.compile(r"^'(?P<url>[^']+)' (?P<file>\S+) (?P<size>\d+) SHA256:(?P<sha256>[0-9a-f]{64})$")
+URI_LINE = re.compile(
+    r"^'(?P<url>[^']+)' (?P<file>\S+) (?P<size>\d+) SHA256:(?P<sha256>[0-9a-f]{64})$"
+)
 
 
 def pin(names: list[str]) -> list[dict]:
@@ -52,7 +54,11 @@ def main() -> None:
     with open(sys.argv[1]) as f:
         names = [line.split("#", 1)[0].strip() for line in f]
     packages = pin([name for name in names if name])
-    json.dump({"distribution": "bookworm", "architecture": "amd64", "packages": packages}, sys.stdout, indent=2)
+    json.dump(
+        {"distribution": "bookworm", "architecture": "amd64", "packages": packages},
+        sys.stdout,
+        indent=2,
+    )
     sys.stdout.write("\n")
 
 

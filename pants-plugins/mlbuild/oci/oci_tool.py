@@ -139,7 +139,9 @@ class Layer:
 
 def gzip_bytes(data: bytes) -> bytes:
     buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=GZIP_LEVEL, mtime=0) as gz:
+    with gzip.GzipFile(
+        filename="", mode="wb", fileobj=buf, compresslevel=GZIP_LEVEL, mtime=0
+    ) as gz:
         gz.write(data)
     return buf.getvalue()
 
@@ -345,7 +347,9 @@ def read_archive(path: str) -> Dict[str, bytes]:
             return {normalise_path(n): zf.read(n) for n in zf.namelist() if not n.endswith("/")}
     with tarfile.open(path, "r:*") as tar:
         return {
-            normalise_path(m.name): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()
+            normalise_path(m.name): tar.extractfile(m).read()
+            for m in tar.getmembers()
+            if m.isfile()
         }
 
 

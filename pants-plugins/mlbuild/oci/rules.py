@@ -27,15 +27,18 @@ from mlbuild.oci.target_types import (
     ModelImageRepositoryField,
     ModelImageServerField,
 )
-from pants.backend.python.target_types import PexEntryPointField, ResolvePexEntryPointRequest
-from pants.backend.python.target_types import ResolvedPexEntryPoint
 from pants.backend.python.subsystems.setup import PythonSetup
-from pants.backend.python.target_types import EntryPoint
+from pants.backend.python.target_types import (
+    EntryPoint,
+    PexEntryPointField,
+    ResolvedPexEntryPoint,
+    ResolvePexEntryPointRequest,
+)
 from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
 from pants.backend.python.util_rules.pex import Pex, PexLayout, PexRequest
 from pants.backend.python.util_rules.pex_environment import PythonExecutable
-from pants.backend.python.util_rules.pex_requirements import PexRequirements, Resolve
 from pants.backend.python.util_rules.pex_from_targets import PexFromTargetsRequest
+from pants.backend.python.util_rules.pex_requirements import PexRequirements, Resolve
 from pants.backend.python.util_rules.python_sources import (
     PythonSourceFilesRequest,
     StrippedPythonSourceFiles,
@@ -223,9 +226,7 @@ class ModelLayerRequest:
 
 
 @rule(desc="Build the base layer from Debian packages")
-async def build_base_layer(
-    request: BaseLayerRequest, oci: OciSubsystem
-) -> ImageLayer:
+async def build_base_layer(request: BaseLayerRequest, oci: OciSubsystem) -> ImageLayer:
     targets = await Get(Targets, Addresses([request.address]))
     target = targets[0]
     if not target.has_field(DebianPackagesSourceField):
@@ -265,7 +266,9 @@ async def build_server_layers(request: ServerLayersRequest) -> ServerLayers:
     targets = await Get(Targets, Addresses([request.address]))
     target = targets[0]
     if not target.has_field(PexEntryPointField):
-        raise ValueError(f"The server {request.address} must be a `pex_binary` with an entry_point.")
+        raise ValueError(
+            f"The server {request.address} must be a `pex_binary` with an entry_point."
+        )
     entry_point, requirements_pex, transitive = await MultiGet(
         Get(ResolvedPexEntryPoint, ResolvePexEntryPointRequest(target[PexEntryPointField])),
         Get(
@@ -283,9 +286,7 @@ async def build_server_layers(request: ServerLayersRequest) -> ServerLayers:
     )
     if entry_point.val is None or not entry_point.val.module:
         raise ValueError(f"The server {request.address} needs a module `entry_point`.")
-    sources = await Get(
-        StrippedPythonSourceFiles, PythonSourceFilesRequest(transitive.closure)
-    )
+    sources = await Get(StrippedPythonSourceFiles, PythonSourceFilesRequest(transitive.closure))
     code_input = await Get(Digest, AddPrefix(sources.stripped_source_files.snapshot.digest, "src"))
     requirements, code = await MultiGet(
         Get(
@@ -391,7 +392,8 @@ async def package_model_image(field_set: ModelImageFieldSet) -> BuiltPackage:
     }
     layers = [base, server.requirements, server.code, model]
     inputs = await MultiGet(
-        Get(Digest, AddPrefix(layer.digest, f"layers/{index}")) for index, layer in enumerate(layers)
+        Get(Digest, AddPrefix(layer.digest, f"layers/{index}"))
+        for index, layer in enumerate(layers)
     )
     spec_digest = await Get(
         Digest, CreateDigest([FileContent("spec.json", json.dumps(spec, sort_keys=True).encode())])

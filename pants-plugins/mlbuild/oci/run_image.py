@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
         where = os.environ.get("DOCKER_HOST", "the default socket")
         print(
             f"No Docker engine answers at {where} ({e}).\n"
-            "Start one with `export DOCKER_HOST=\"$(infra/docker/start-dockerd.sh)\"`, or use the "
+            'Start one with `export DOCKER_HOST="$(infra/docker/start-dockerd.sh)"`, or use the '
             f"image from `pants package`: `docker load -i dist/{dist_tar}`, "
             f"`podman run oci-archive:dist/{dist_tar}`.",
             file=sys.stderr,
@@ -36,13 +36,16 @@ def main(argv: list[str]) -> int:
     ports = summary["ports"]
     container = client.containers.run(
         summary["reference"],
-        command=["--model-dir", f"/models/{summary['model']}", *server_args] if server_args else None,
+        command=["--model-dir", f"/models/{summary['model']}", *server_args]
+        if server_args
+        else None,
         detach=True,
         ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports},
     )
     container.reload()
     published = {
-        port: container.attrs["NetworkSettings"]["Ports"][f"{port}/tcp"][0]["HostPort"] for port in ports
+        port: container.attrs["NetworkSettings"]["Ports"][f"{port}/tcp"][0]["HostPort"]
+        for port in ports
     }
     print(f"Running {summary['reference']} ({summary['digest']}) as container {container.short_id}")
     for port, host_port in published.items():
