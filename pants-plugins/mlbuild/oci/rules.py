@@ -178,17 +178,14 @@ async def run_oci_tool(request: OciToolRequest, tool: OciTool) -> ProcessResult:
     )
 
 
-async def _layer(argv: Tuple[str, ...], input_digest: Digest, description: str) -> Digest:
-    result = await Get(
-        ProcessResult,
-        OciToolRequest(
-            (argv[0], "--out", "layer", *argv[1:]),
-            input_digest,
-            description,
-            output_directories=("layer",),
-        ),
+def _layer_request(argv: Tuple[str, ...], input_digest: Digest, description: str) -> OciToolRequest:
+    """An oci_tool.py layer subcommand (argv[0]) writing `layer/` from input_digest."""
+    return OciToolRequest(
+        (argv[0], "--out", "layer", *argv[1:]),
+        input_digest,
+        description,
+        output_directories=("layer",),
     )
-    return result.output_digest
 
 
 # ------------------------------------------------------------------------------------------
@@ -204,13 +201,16 @@ class ImageLayer:
 
 
 @dataclass(frozen=True)
-class BaseLayerRequest:
+class _AddressRequest:
     address: Address
 
 
-@dataclass(frozen=True)
-class ServerLayersRequest:
-    address: Address
+class BaseLayerRequest(_AddressRequest):
+    pass
+
+
+class ServerLayersRequest(_AddressRequest):
+    pass
 
 
 @dataclass(frozen=True)
@@ -220,9 +220,8 @@ class ServerLayers:
     entry_point: str
 
 
-@dataclass(frozen=True)
-class ModelLayerRequest:
-    address: Address
+class ModelLayerRequest(_AddressRequest):
+    pass
 
 
 @rule(desc="Build the base layer from Debian packages")
@@ -252,13 +251,15 @@ async def build_base_layer(request: BaseLayerRequest, oci: OciSubsystem) -> Imag
         for pin in pins
     )
     debs = await Get(Digest, AddPrefix(await Get(Digest, MergeDigests(downloads)), "debs"))
-    return ImageLayer(
-        await _layer(
+    result = await Get(
+        ProcessResult,
+        _layer_request(
             ("debs", "--python", os.path.basename(PYTHON), "debs"),
             debs,
             f"Unpacking {len(pins)} Debian packages of {request.address} into a layer",
-        )
+        ),
     )
+    return ImageLayer(result.output_digest)
 
 
 @rule(desc="Build the server's layers")
@@ -291,37 +292,19 @@ async def build_server_layers(request: ServerLayersRequest) -> ServerLayers:
     requirements, code = await MultiGet(
         Get(
             ProcessResult,
-            OciToolRequest(
-                (
-                    "tree",
-                    "--out",
-                    "layer",
-                    "--pex-deps",
-                    "--map",
-                    f"requirements.pex={SITE_PACKAGES}",
-                    "--created-by",
-                    f"requirements of {request.address}",
-                ),
+            _layer_request(
+                ("tree", "--pex-deps", "--map", f"requirements.pex={SITE_PACKAGES}")
+                + ("--created-by", f"requirements of {request.address}"),
                 requirements_pex.digest,
                 f"Laying the requirements of {request.address} into a layer",
-                output_directories=("layer",),
             ),
         ),
         Get(
             ProcessResult,
-            OciToolRequest(
-                (
-                    "tree",
-                    "--out",
-                    "layer",
-                    "--map",
-                    f"src={APP_DIR}",
-                    "--created-by",
-                    f"code of {request.address}",
-                ),
+            _layer_request(
+                ("tree", "--map", f"src={APP_DIR}", "--created-by", f"code of {request.address}"),
                 code_input,
                 f"Laying the code of {request.address} into a layer",
-                output_directories=("layer",),
             ),
         ),
     )
@@ -341,13 +324,15 @@ async def build_model_layer(request: ModelLayerRequest) -> ImageLayer:
         for field_set in field_sets.field_sets
     )
     model = await Get(Digest, MergeDigests(package.digest for package in packages))
-    return ImageLayer(
-        await _layer(
+    result = await Get(
+        ProcessResult,
+        _layer_request(
             ("model", "--src", "model"),
             await Get(Digest, AddPrefix(model, "model")),
             f"Laying the model {request.address} into a layer",
-        )
+        ),
     )
+    return ImageLayer(result.output_digest)
 
 
 # ------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from mlbuild.oci.oci_tool_test import make_deb
 from mlbuild.oci.rules import BaseLayerRequest, ImageLayer, apt_source_urls
 from mlbuild.oci.target_types import (
     DebianPackagesTarget,
+    ModelImageModelField,
     ModelImagePortField,
     ModelImageRepositoryField,
     ModelImageTarget,
@@ -129,4 +130,4 @@ def test_model_image_fields_are_checked(rule_runner: RuleRunner) -> None:
     with pytest.raises(InvalidFieldException, match="TCP port"):
         ModelImagePortField(70000, Address("img"))
     with pytest.raises(InvalidFieldException, match="one address"):
-        oci_rules.ModelImageModelField(["//a", "//b"], Address("img"))
+        ModelImageModelField(["//a", "//b"], Address("img"))
