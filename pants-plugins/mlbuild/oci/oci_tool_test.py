@@ -10,6 +10,7 @@ import tarfile
 import time
 
 import pytest
+
 from mlbuild.oci import oci_tool
 
 

@@ -16,17 +16,6 @@ import re
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
-from mlbuild.oci.target_types import (
-    DebianPackagesSourceField,
-    ModelImageArgsField,
-    ModelImageBaseField,
-    ModelImageLabelsField,
-    ModelImageModelField,
-    ModelImageOutputPathField,
-    ModelImagePortField,
-    ModelImageRepositoryField,
-    ModelImageServerField,
-)
 from pants.backend.python.subsystems.setup import PythonSetup
 from pants.backend.python.target_types import (
     EntryPoint,
@@ -81,6 +70,18 @@ from pants.option.subsystem import Subsystem
 from pants.util.logging import LogLevel
 from pants.util.resources import read_resource
 from pants.util.strutil import help_text
+
+from mlbuild.oci.target_types import (
+    DebianPackagesSourceField,
+    ModelImageArgsField,
+    ModelImageBaseField,
+    ModelImageLabelsField,
+    ModelImageModelField,
+    ModelImageOutputPathField,
+    ModelImagePortField,
+    ModelImageRepositoryField,
+    ModelImageServerField,
+)
 
 # Where the layers put things inside the image.
 PYTHON = "/usr/bin/python3.11"

@@ -11,6 +11,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from pants.core.util_rules import adhoc_binaries, source_files
+from pants.engine.addresses import Address
+from pants.engine.fs import DigestContents
+from pants.engine.internals.scheduler import ExecutionError
+from pants.engine.target import InvalidFieldException
+from pants.testutil.rule_runner import QueryRule, RuleRunner
+
 from mlbuild.oci import rules as oci_rules
 from mlbuild.oci.oci_tool_test import make_deb
 from mlbuild.oci.rules import BaseLayerRequest, ImageLayer, apt_source_urls
@@ -21,12 +28,6 @@ from mlbuild.oci.target_types import (
     ModelImageRepositoryField,
     ModelImageTarget,
 )
-from pants.core.util_rules import adhoc_binaries, source_files
-from pants.engine.addresses import Address
-from pants.engine.fs import DigestContents
-from pants.engine.internals.scheduler import ExecutionError
-from pants.engine.target import InvalidFieldException
-from pants.testutil.rule_runner import QueryRule, RuleRunner
 
 
 @pytest.fixture
