@@ -129,6 +129,7 @@ def test_model_layer_and_image_from_a_model_directory(tmp_path, model_dir):
         "entry_point": "server.main:run",
         "pythonpath": ["/app"],
         "ports": [8500],
+        "labels": {"org.opencontainers.image.source": "https://example.invalid/repo", "team": "ml"},
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     out = tmp_path / "dist" / "img.tar"
@@ -159,6 +160,8 @@ def test_model_layer_and_image_from_a_model_directory(tmp_path, model_dir):
     assert labels["org.opencontainers.image.created"] == config["created"] == "1970-01-01T00:00:00Z"
     assert labels["ml.model.metrics.accuracy"] == "0.97"
     assert "ml.model.metrics.per_class" not in labels
+    assert labels["org.opencontainers.image.source"] == "https://example.invalid/repo"
+    assert labels["team"] == "ml"
     assert len(config["rootfs"]["diff_ids"]) == len(docker["Layers"]) == 2
 
 
