@@ -24,6 +24,7 @@ import json
 import lzma
 import os
 import posixpath
+import re
 import sys
 import tarfile
 import zipfile
@@ -357,6 +358,8 @@ def cmd_model(args: argparse.Namespace) -> None:
     files = read_model_files(args.src)
     meta = json.loads(files["model.json"])
     name = meta["name"]
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
+        raise SystemExit(f"model name {name!r}: expected lowercase letters, digits, '_', '.', '-'")
     artifact = meta.get("artifact", {})
     data = files.get(artifact.get("file", "model.onnx"))
     if data is None:
