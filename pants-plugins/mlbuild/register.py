@@ -1,11 +1,13 @@
-"""Our Pants plugin: ML datasets and models as Pants targets, and the rules that build them."""
+"""Our Pants plugin: ML datasets, models and serving images as Pants targets, and their rules."""
 
 from mlbuild import model_dependencies, model_steps, package_model, ruff_format
+from mlbuild.oci import rules as oci_rules
+from mlbuild.oci.target_types import DebianPackagesTarget, ModelImageTarget
 from mlbuild.target_types import MlDatasetTarget, MlModelTarget
 
 
 def target_types():
-    return [MlDatasetTarget, MlModelTarget]
+    return [MlDatasetTarget, MlModelTarget, ModelImageTarget, DebianPackagesTarget]
 
 
 def rules():
@@ -14,4 +16,5 @@ def rules():
         *model_steps.rules(),
         *package_model.rules(),
         *ruff_format.rules(),
+        *oci_rules.rules(),
     ]

@@ -1,0 +1,481 @@
+"""Rules that package `model_image` targets as reproducible OCI images, engine-free.
+
+Each layer is one sandboxed `Process` running `oci_tool.py` (standard library only) on digests, so
+Pants caches every layer and the final image like any other process output: an unchanged model
+(and server, and base) costs a cache lookup, and a changed model rebuilds only its own layer and
+the small final assembly. Nothing here talks to a container engine or a registry; the .deb files
+come from Debian's mirror by URL and are checked against their pinned size and sha256.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+from pants.backend.python.subsystems.setup import PythonSetup
+from pants.backend.python.target_types import (
+    EntryPoint,
+    PexEntryPointField,
+    ResolvedPexEntryPoint,
+    ResolvePexEntryPointRequest,
+)
+from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
+from pants.backend.python.util_rules.pex import Pex, PexLayout, PexRequest
+from pants.backend.python.util_rules.pex_environment import PythonExecutable
+from pants.backend.python.util_rules.pex_from_targets import PexFromTargetsRequest
+from pants.backend.python.util_rules.pex_requirements import PexRequirements, Resolve
+from pants.backend.python.util_rules.python_sources import (
+    PythonSourceFilesRequest,
+    StrippedPythonSourceFiles,
+)
+from pants.core.goals.package import (
+    BuiltPackage,
+    BuiltPackageArtifact,
+    EnvironmentAwarePackageRequest,
+    PackageFieldSet,
+)
+from pants.core.goals.run import RunFieldSet, RunInSandboxBehavior, RunRequest
+from pants.core.util_rules.adhoc_binaries import PythonBuildStandaloneBinary
+from pants.engine.addresses import Address, Addresses, UnparsedAddressInputs
+from pants.engine.fs import (
+    AddPrefix,
+    CreateDigest,
+    Digest,
+    DigestContents,
+    DigestSubset,
+    DownloadFile,
+    FileContent,
+    MergeDigests,
+    PathGlobs,
+)
+from pants.engine.internals.native_engine import FileDigest
+from pants.engine.process import Process, ProcessResult
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
+from pants.engine.target import (
+    FieldSetsPerTarget,
+    FieldSetsPerTargetRequest,
+    HydratedSources,
+    HydrateSourcesRequest,
+    Targets,
+    TransitiveTargets,
+    TransitiveTargetsRequest,
+)
+from pants.engine.unions import UnionRule
+from pants.option.option_types import DictOption, StrOption
+from pants.option.subsystem import Subsystem
+from pants.util.logging import LogLevel
+from pants.util.resources import read_resource
+from pants.util.strutil import help_text
+
+from mlbuild.oci.target_types import (
+    DebianPackagesSourceField,
+    ModelImageArgsField,
+    ModelImageBaseField,
+    ModelImageLabelsField,
+    ModelImageModelField,
+    ModelImageOutputPathField,
+    ModelImagePortField,
+    ModelImageRepositoryField,
+    ModelImageServerField,
+)
+
+# Where the layers put things inside the image.
+PYTHON = "/usr/bin/python3.11"
+SITE_PACKAGES = "opt/python/site-packages"
+APP_DIR = "app"
+
+
+class OciSubsystem(Subsystem):
+    options_scope = "oci"
+    help = "Options of `model_image` and `debian_packages` targets."
+
+    debian_mirrors = DictOption[str](
+        help=help_text(
+            """
+            Base URL of each Debian archive named by a pin's `archive` (e.g. `debian`,
+            `debian-security`). Archives not given here are taken from this machine's apt
+            sources (`/etc/apt/sources.list{,.d/*}`). The URL only says where to fetch from:
+            every file is checked against its pinned sha256, and a file already in Pants's
+            store is not fetched again.
+            """
+        ),
+    )
+    run_resolve = StrOption(
+        default="python-default",
+        help="The resolve whose lock provides the Docker SDK (`docker`) for `pants run` of a `model_image`.",
+    )
+
+    def archive_urls(self) -> Dict[str, str]:
+        urls = apt_source_urls()
+        urls.update(self.debian_mirrors)
+        return urls
+
+
+def apt_source_urls(root: str = "/etc/apt") -> Dict[str, str]:
+    """Maps an archive's name (the URL's last path component) to the URL, from apt's sources."""
+    found: Dict[str, str] = {}
+    paths = [f"{root}/sources.list", *sorted(glob.glob(f"{root}/sources.list.d/*"))]
+    for path in paths:
+        if not path.endswith((".list", ".sources")) or not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            for line in f:
+                line = line.split("#", 1)[0].strip()
+                uris = []
+                if line.startswith("URIs:"):
+                    uris = line[len("URIs:") :].split()
+                elif re.match(r"deb\s", line):
+                    uris = [w for w in line.split()[1:] if "://" in w][:1]
+                for uri in uris:
+                    found.setdefault(uri.rstrip("/").rsplit("/", 1)[-1], uri.rstrip("/"))
+    return found
+
+
+# ------------------------------------------------------------------------------------------
+# Running oci_tool.py
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OciTool:
+    python: str
+    digest: Digest
+
+
+@rule
+async def setup_oci_tool(python: PythonBuildStandaloneBinary) -> OciTool:
+    content = read_resource("mlbuild.oci", "oci_tool.py")
+    assert content is not None, "mlbuild/oci/oci_tool.py is missing"
+    digest = await Get(Digest, CreateDigest([FileContent("__oci_tool.py", content)]))
+    return OciTool(python.path, digest)
+
+
+@dataclass(frozen=True)
+class OciToolRequest:
+    argv: Tuple[str, ...]
+    input_digest: Digest
+    description: str
+    output_directories: Tuple[str, ...] = ()
+    output_files: Tuple[str, ...] = ()
+
+
+@rule
+async def run_oci_tool(request: OciToolRequest, tool: OciTool) -> ProcessResult:
+    input_digest = await Get(Digest, MergeDigests([tool.digest, request.input_digest]))
+    return await Get(
+        ProcessResult,
+        Process(
+            argv=(tool.python, "__oci_tool.py", *request.argv),
+            input_digest=input_digest,
+            description=request.description,
+            output_directories=request.output_directories,
+            output_files=request.output_files,
+            level=LogLevel.DEBUG,
+        ),
+    )
+
+
+def _layer_request(argv: Tuple[str, ...], input_digest: Digest, description: str) -> OciToolRequest:
+    """An oci_tool.py layer subcommand (argv[0]) writing `layer/` from input_digest."""
+    return OciToolRequest(
+        (argv[0], "--out", "layer", *argv[1:]),
+        input_digest,
+        description,
+        output_directories=("layer",),
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Layers
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageLayer:
+    """`layer/layer.tar.gz` and `layer/layer.json`, as written by oci_tool.py."""
+
+    digest: Digest
+
+
+@dataclass(frozen=True)
+class _AddressRequest:
+    address: Address
+
+
+class BaseLayerRequest(_AddressRequest):
+    pass
+
+
+class ServerLayersRequest(_AddressRequest):
+    pass
+
+
+@dataclass(frozen=True)
+class ServerLayers:
+    requirements: ImageLayer
+    code: ImageLayer
+    entry_point: str
+
+
+class ModelLayerRequest(_AddressRequest):
+    pass
+
+
+@rule(desc="Build the base layer from Debian packages")
+async def build_base_layer(request: BaseLayerRequest, oci: OciSubsystem) -> ImageLayer:
+    targets = await Get(Targets, Addresses([request.address]))
+    target = targets[0]
+    if not target.has_field(DebianPackagesSourceField):
+        raise ValueError(f"The base {request.address} must be a `debian_packages` target.")
+    sources = await Get(HydratedSources, HydrateSourcesRequest(target[DebianPackagesSourceField]))
+    pins_file = await Get(DigestContents, Digest, sources.snapshot.digest)
+    pins = json.loads(pins_file[0].content)["packages"]
+    urls = oci.archive_urls()
+    missing = sorted({pin["archive"] for pin in pins} - set(urls))
+    if missing:
+        raise ValueError(
+            f"No URL for the Debian archive(s) {missing} of {request.address}: set "
+            "`[oci].debian_mirrors` (no apt source names them on this machine)."
+        )
+    downloads = await MultiGet(
+        Get(
+            Digest,
+            DownloadFile(
+                f"{urls[pin['archive']]}/{pin['filename']}",
+                FileDigest(pin["sha256"], pin["size"]),
+            ),
+        )
+        for pin in pins
+    )
+    debs = await Get(Digest, AddPrefix(await Get(Digest, MergeDigests(downloads)), "debs"))
+    result = await Get(
+        ProcessResult,
+        _layer_request(
+            ("debs", "--python", os.path.basename(PYTHON), "debs"),
+            debs,
+            f"Unpacking {len(pins)} Debian packages of {request.address} into a layer",
+        ),
+    )
+    return ImageLayer(result.output_digest)
+
+
+@rule(desc="Build the server's layers")
+async def build_server_layers(request: ServerLayersRequest) -> ServerLayers:
+    targets = await Get(Targets, Addresses([request.address]))
+    target = targets[0]
+    if not target.has_field(PexEntryPointField):
+        raise ValueError(
+            f"The server {request.address} must be a `pex_binary` with an entry_point."
+        )
+    entry_point, requirements_pex, transitive = await MultiGet(
+        Get(ResolvedPexEntryPoint, ResolvePexEntryPointRequest(target[PexEntryPointField])),
+        Get(
+            Pex,
+            PexFromTargetsRequest(
+                [request.address],
+                output_filename="requirements.pex",
+                internal_only=True,
+                layout=PexLayout.LOOSE,
+                include_source_files=False,
+                description=f"Resolving the requirements of {request.address}",
+            ),
+        ),
+        Get(TransitiveTargets, TransitiveTargetsRequest([request.address])),
+    )
+    if entry_point.val is None or not entry_point.val.module:
+        raise ValueError(f"The server {request.address} needs a module `entry_point`.")
+    sources = await Get(StrippedPythonSourceFiles, PythonSourceFilesRequest(transitive.closure))
+    code_input = await Get(Digest, AddPrefix(sources.stripped_source_files.snapshot.digest, "src"))
+    requirements, code = await MultiGet(
+        Get(
+            ProcessResult,
+            _layer_request(
+                ("tree", "--pex-deps", "--map", f"requirements.pex={SITE_PACKAGES}")
+                + ("--created-by", f"requirements of {request.address}"),
+                requirements_pex.digest,
+                f"Laying the requirements of {request.address} into a layer",
+            ),
+        ),
+        Get(
+            ProcessResult,
+            _layer_request(
+                ("tree", "--map", f"src={APP_DIR}", "--created-by", f"code of {request.address}"),
+                code_input,
+                f"Laying the code of {request.address} into a layer",
+            ),
+        ),
+    )
+    return ServerLayers(
+        ImageLayer(requirements.output_digest), ImageLayer(code.output_digest), entry_point.val.spec
+    )
+
+
+@rule(desc="Build the model layer")
+async def build_model_layer(request: ModelLayerRequest) -> ImageLayer:
+    targets = await Get(Targets, Addresses([request.address]))
+    field_sets = await Get(FieldSetsPerTarget, FieldSetsPerTargetRequest(PackageFieldSet, targets))
+    if not field_sets.field_sets:
+        raise ValueError(f"The model {request.address} is not a packageable target.")
+    packages = await MultiGet(
+        Get(BuiltPackage, EnvironmentAwarePackageRequest(field_set))
+        for field_set in field_sets.field_sets
+    )
+    model = await Get(Digest, MergeDigests(package.digest for package in packages))
+    result = await Get(
+        ProcessResult,
+        _layer_request(
+            ("model", "--src", "model"),
+            await Get(Digest, AddPrefix(model, "model")),
+            f"Laying the model {request.address} into a layer",
+        ),
+    )
+    return ImageLayer(result.output_digest)
+
+
+# ------------------------------------------------------------------------------------------
+# The image
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelImageFieldSet(PackageFieldSet):
+    required_fields = (ModelImageModelField, ModelImageServerField, ModelImageBaseField)
+
+    model: ModelImageModelField
+    server: ModelImageServerField
+    base: ModelImageBaseField
+    repository: ModelImageRepositoryField
+    args: ModelImageArgsField
+    port: ModelImagePortField
+    labels: ModelImageLabelsField
+    output_path: ModelImageOutputPathField
+
+
+@rule(desc="Package a model image", level=LogLevel.DEBUG)
+async def package_model_image(field_set: ModelImageFieldSet) -> BuiltPackage:
+    model_address, server_address, base_address = await MultiGet(
+        Get(Addresses, UnparsedAddressInputs, field_set.model.to_unparsed_address_inputs()),
+        Get(Addresses, UnparsedAddressInputs, field_set.server.to_unparsed_address_inputs()),
+        Get(Addresses, UnparsedAddressInputs, field_set.base.to_unparsed_address_inputs()),
+    )
+    base, server, model = await MultiGet(
+        Get(ImageLayer, BaseLayerRequest(base_address[0])),
+        Get(ServerLayers, ServerLayersRequest(server_address[0])),
+        Get(ImageLayer, ModelLayerRequest(model_address[0])),
+    )
+    spec = {
+        "python": PYTHON,
+        "entry_point": server.entry_point,
+        "pythonpath": [f"/{APP_DIR}", f"/{SITE_PACKAGES}"],
+        "args": list(field_set.args.value or ()),
+        "ports": [field_set.port.value],
+        "labels": dict(field_set.labels.value or {}),
+        "repository": field_set.repository.value,
+    }
+    layers = [base, server.requirements, server.code, model]
+    inputs = await MultiGet(
+        Get(Digest, AddPrefix(layer.digest, f"layers/{index}"))
+        for index, layer in enumerate(layers)
+    )
+    spec_digest = await Get(
+        Digest, CreateDigest([FileContent("spec.json", json.dumps(spec, sort_keys=True).encode())])
+    )
+    output = field_set.output_path.value_or_default(file_ending="tar")
+    stem = output[: -len(".tar")] if output.endswith(".tar") else output
+    result = await Get(
+        ProcessResult,
+        OciToolRequest(
+            (
+                "image",
+                "--out",
+                output,
+                "--spec",
+                "spec.json",
+                *(f"layers/{index}/layer" for index in range(len(layers))),
+            ),
+            await Get(Digest, MergeDigests([spec_digest, *inputs])),
+            f"Assembling the image {field_set.address}",
+            output_files=(output, f"{stem}.digest", f"{stem}.json"),
+        ),
+    )
+    summary_file = await Get(
+        DigestContents, DigestSubset(result.output_digest, PathGlobs([f"{stem}.json"]))
+    )
+    summary = json.loads(summary_file[0].content)
+    return BuiltPackage(
+        result.output_digest,
+        (
+            BuiltPackageArtifact(
+                output,
+                (
+                    f"image {summary['reference']} {summary['digest']}",
+                    f"{len(summary['layers'])} layers, {summary['size'] / 1e6:.1f} MB compressed, "
+                    f"{summary['uncompressed_size'] / 1e6:.1f} MB uncompressed",
+                ),
+            ),
+            BuiltPackageArtifact(f"{stem}.digest"),
+            BuiltPackageArtifact(f"{stem}.json"),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class ModelImageRunFieldSet(RunFieldSet):
+    required_fields = ModelImageFieldSet.required_fields
+    run_in_sandbox_behavior = RunInSandboxBehavior.NOT_SUPPORTED
+
+    args: ModelImageArgsField
+
+
+@rule(desc="Run a model image in the local Docker engine")
+async def run_model_image(
+    field_set: ModelImageRunFieldSet, oci: OciSubsystem, python_setup: PythonSetup
+) -> RunRequest:
+    targets = await Get(Targets, Addresses([field_set.address]))
+    package_field_set = ModelImageFieldSet.create(targets[0])
+    script = read_resource("mlbuild.oci", "run_image.py")
+    assert script is not None, "mlbuild/oci/run_image.py is missing"
+    interpreter_constraints = InterpreterConstraints(python_setup.interpreter_constraints)
+    image, script_digest, python = await MultiGet(
+        Get(BuiltPackage, PackageFieldSet, package_field_set),
+        Get(Digest, CreateDigest([FileContent("__run_image.py", script)])),
+        Get(PythonExecutable, InterpreterConstraints, interpreter_constraints),
+    )
+    runner = await Get(
+        Pex,
+        PexRequest(
+            output_filename="run_image.pex",
+            internal_only=True,
+            interpreter_constraints=interpreter_constraints,
+            requirements=PexRequirements(
+                ["docker"],
+                from_superset=Resolve(oci.run_resolve, False),
+                description_of_origin="the `run` of model_image targets",
+            ),
+            sources=script_digest,
+            main=EntryPoint("__run_image"),
+        ),
+    )
+    tar, summary = image.artifacts[0].relpath, image.artifacts[2].relpath
+    return RunRequest(
+        digest=await Get(Digest, MergeDigests([image.digest, runner.digest])),
+        args=(
+            python.path,
+            "{chroot}/run_image.pex",
+            f"{{chroot}}/{tar}",
+            f"{{chroot}}/{summary}",
+            tar,
+        ),
+    )
+
+
+def rules():
+    return [
+        *collect_rules(),
+        UnionRule(PackageFieldSet, ModelImageFieldSet),
+        *ModelImageRunFieldSet.rules(),
+    ]

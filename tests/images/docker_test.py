@@ -1,0 +1,79 @@
+"""The packaged image in a real Docker engine (Docker SDK): load, run as non-root, serve, stop.
+
+Skips, saying why, when no engine answers at DOCKER_HOST (start one with
+`export DOCKER_HOST="$(infra/docker/start-dockerd.sh)"`; pants.toml passes DOCKER_HOST to tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import docker
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.images.conftest import Image
+
+
+@pytest.fixture(scope="module")
+def client() -> docker.DockerClient:
+    if not os.environ.get("DOCKER_HOST"):
+        pytest.skip("no Docker engine: DOCKER_HOST is unset (see infra/docker/start-dockerd.sh)")
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException as e:
+        pytest.skip(f"no Docker engine answers at DOCKER_HOST={os.environ['DOCKER_HOST']}: {e}")
+    yield client
+    client.close()
+
+
+def wait_for_event(container, name: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in container.logs(stdout=True, stderr=False).decode().splitlines():
+            if line.startswith("{") and json.loads(line).get("event") == name:
+                return json.loads(line)
+        container.reload()
+        if container.status == "exited":
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"no {name!r} event; logs:\n{container.logs().decode()}")
+
+
+def test_loads_runs_as_nonroot_serves_and_stops_cleanly(
+    client: docker.DockerClient, image_a: Image
+) -> None:
+    [loaded] = client.images.load(image_a.tar.read_bytes())
+    assert loaded.id == image_a.summary["image_id"]
+    assert image_a.summary["reference"] in loaded.tags
+    container = client.containers.run(
+        image_a.summary["reference"],
+        detach=True,
+        ports={"8500/tcp": ("127.0.0.1", None)},
+        read_only=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+    )
+    try:
+        ready = wait_for_event(container, "ready")
+        assert (ready["uid"], ready["pid"], ready["model"]) == (65532, 1, "fixture_a")
+        container.reload()
+        assert container.attrs["Config"]["User"] == "65532:65532"
+        port = container.attrs["NetworkSettings"]["Ports"]["8500/tcp"][0]["HostPort"]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+        started = time.monotonic()
+        container.stop(timeout=20)
+        assert time.monotonic() - started < 15, "SIGTERM was ignored: docker had to SIGKILL"
+        assert container.wait(timeout=30)["StatusCode"] == 0
+        assert wait_for_event(container, "stopped")["model"] == "fixture_a"
+    finally:
+        container.remove(force=True)
+        client.images.remove(image_a.summary["reference"], force=True)
