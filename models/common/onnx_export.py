@@ -40,11 +40,20 @@ def canonicalize(
             f"{[o.name for o in graph.output]}; expected {len(input_names)} input(s) and "
             f"{len(output_names)} output(s)"
         )
+    _merge_identical_initializers(graph)
     renames: dict[str, str] = {}
     for value, name in zip(real_inputs, input_names):
         renames[value.name] = name
     for value, name in zip(graph.output, output_names):
         renames[value.name] = name
+    # Initializers are named, and ordered, by their first use in the (topologically ordered) nodes.
+    first_use = {}
+    for node in graph.node:
+        for name in node.input:
+            first_use.setdefault(name, len(first_use))
+    ordered = sorted(graph.initializer, key=lambda i: first_use.get(i.name, len(first_use)))
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
     for index, init in enumerate(graph.initializer):
         renames.setdefault(init.name, f"w{index}")
     counter = 0
@@ -78,6 +87,32 @@ def canonicalize(
     del model.metadata_props[:]
     onnx.checker.check_model(model)
     return model
+
+
+def _merge_identical_initializers(graph: onnx.GraphProto) -> None:
+    """Exporters may or may not share one constant between two uses; always share it."""
+    keep: dict[bytes, str] = {}
+    alias: dict[str, str] = {}
+    unique = []
+    for init in graph.initializer:
+        content = onnx.TensorProto()
+        content.CopyFrom(init)
+        content.name = ""
+        key = content.SerializeToString(deterministic=True)
+        if key in keep:
+            alias[init.name] = keep[key]
+        else:
+            keep[key] = init.name
+            unique.append(init)
+    if not alias:
+        return
+    del graph.initializer[:]
+    graph.initializer.extend(unique)
+    for node in graph.node:
+        node.input[:] = [alias.get(n, n) for n in node.input]
+    kept_inputs = [i for i in graph.input if i.name not in alias]
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int]:

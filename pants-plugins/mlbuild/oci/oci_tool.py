@@ -366,6 +366,15 @@ def cmd_model(args: argparse.Namespace) -> None:
         raise SystemExit(f"model {name}: the artifact file {artifact.get('file')!r} is missing")
     if "sha256" in artifact and hashlib.sha256(data).hexdigest() != artifact["sha256"]:
         raise SystemExit(f"model {name}: the artifact's sha256 differs from model.json")
+    # Wall-clock training time is the one field that differs between two trainings of the same
+    # inputs; the image leaves it out so that two cold builds give the same image digest.
+    training = meta.get("training")
+    if isinstance(training, dict) and "seconds" in training:
+        meta = {**meta, "training": {k: v for k, v in training.items() if k != "seconds"}}
+        files = {
+            **files,
+            "model.json": (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(),
+        }
     layer = Layer()
     for rel, content in files.items():
         layer.add_file(posixpath.join("models", name, rel), content)
