@@ -31,7 +31,9 @@ class PantsCall:
 def pants_calls(script: str) -> list[PantsCall]:
     """Every `./pants ...` command in a shell script (one command per line or YAML scalar)."""
     # `${{ expr }}` (GitHub) holds spaces; make each one a single shell word.
-    script = re.sub(r"\$\{\{\s*(.*?)\s*\}\}", lambda m: "${{" + m[1].replace(" ", "") + "}}", script)
+    script = re.sub(
+        r"\$\{\{\s*(.*?)\s*\}\}", lambda m: "${{" + m[1].replace(" ", "") + "}}", script
+    )
     calls = []
     for line in script.replace("\\\n", " ").splitlines():
         words = shlex.split(line, comments=True)
@@ -95,7 +97,9 @@ def test_gitlab_ci() -> None:
     before = as_script(pipeline["default"]["before_script"])
     assert 'BASE="$(infra/ci/changed-base $CI_MERGE_REQUEST_TARGET_BRANCH_NAME)"' in before
 
-    jobs = {name: job for name, job in pipeline.items() if isinstance(job, dict) and "script" in job}
+    jobs = {
+        name: job for name, job in pipeline.items() if isinstance(job, dict) and "script" in job
+    }
     assert {name: job["stage"] for name, job in jobs.items()} == {
         "build": "build",
         "test": "test",

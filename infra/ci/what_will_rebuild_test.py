@@ -48,7 +48,7 @@ def commit_all(repo: Path, message: str) -> None:
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("scratch")
-    for name in ("pants", "pants.toml"):
+    for name in ("pants", "pants.toml", "ruff.toml"):
         shutil.copy2(BUILDROOT / name, repo / name)
     shutil.copytree(BUILDROOT / "3rdparty", repo / "3rdparty")
     shutil.copytree(
