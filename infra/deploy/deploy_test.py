@@ -10,39 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from infra.deploy import deploy
+from infra.deploy import deploy, fake_kubectl
 from infra.deploy.manifest import manifests, to_yaml
 
 DEPLOY = Path(deploy.__file__).resolve()  # run as a script, as infra/deploy/deploy does
 NEW = "registry.example.com/models/m@sha256:" + "1" * 64
 OLD = "registry.example.com/models/m@sha256:" + "0" * 64
-FAKE_KUBECTL = """\
-#!/usr/bin/env bash
-# Logs each call; `get` prints $FAKE_CURRENT_IMAGE; the first `rollout status` exits
-# $FAKE_FIRST_ROLLOUT_RC, later ones 0.
-echo "kubectl $*" >> "$FAKE_LOG"
-case "$3" in
-  get) printf '%s' "${FAKE_CURRENT_IMAGE:-}" ;;
-  rollout)
-    if [[ ! -e "$FAKE_LOG.rolled" ]]; then touch "$FAKE_LOG.rolled"; exit "${FAKE_FIRST_ROLLOUT_RC:-0}"; fi ;;
-esac
-"""
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "kubectl").write_text(FAKE_KUBECTL)
-    (bin_dir / "kubectl").chmod(0o755)
     (tmp_path / "m.yaml").write_text(to_yaml(manifests("m", NEW, 8081, namespace="models")))
-    return {
-        # Under Pants the test's requirements (PyYAML) come from a PEX: hand its path on.
-        "PYTHONPATH": os.pathsep.join(sys.path),
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "FAKE_LOG": str(tmp_path / "kubectl.log"),
-        "FAKE_CURRENT_IMAGE": OLD,
-    }
+    return fake_kubectl.fake_env(tmp_path, OLD)
 
 
 def run_deploy(tmp_path: Path, env: dict[str, str], smoke_rc: int = 0, *extra: str):
@@ -58,10 +37,8 @@ def run_deploy(tmp_path: Path, env: dict[str, str], smoke_rc: int = 0, *extra: s
     argv += ["--record", str(tmp_path / "record.json"), "--timeout", "5s", *extra]
     result = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True)
     assert result.returncode in (0, 1), result.stderr
-    log = Path(env["FAKE_LOG"])
-    calls = log.read_text().splitlines() if log.exists() else []
     record = json.loads((tmp_path / "record.json").read_text())
-    return result, calls, record
+    return result, fake_kubectl.calls(env), record
 
 
 K = "kubectl --namespace models"
