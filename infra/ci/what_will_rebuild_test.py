@@ -52,8 +52,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy2(BUILDROOT / name, repo / name)
     shutil.copytree(BUILDROOT / "3rdparty", repo / "3rdparty")
     shutil.copytree(
-        BUILDROOT / "pants-plugins/mlbuild",
-        repo / "pants-plugins/mlbuild",
+        BUILDROOT / "pants-plugins",
+        repo / "pants-plugins",
         ignore=shutil.ignore_patterns("*_test.py", "BUILD", "__pycache__"),
     )
     files = {
