@@ -123,10 +123,10 @@ def test_gitlab_ci() -> None:
 
 
 def jenkins_blocks(text: str, keyword: str) -> dict[str, str]:
-    """`keyword('name') { body }` -> {name: body}, matching braces outside string literals and
-    comments (enough of Groovy for a declarative Jenkinsfile)."""
+    """`keyword('name') { body }` (or `keyword { body }`: name "") -> {name: body}, matching braces
+    outside string literals and comments (enough of Groovy for a declarative Jenkinsfile)."""
     blocks = {}
-    for match in re.finditer(rf"\b{keyword}\s*\(\s*'([^']*)'\s*\)\s*\{{", text):
+    for match in re.finditer(rf"\b{keyword}\s*(?:\(\s*'([^']*)'\s*\))?\s*\{{", text):
         depth, i, quote = 1, match.end(), None
         while depth:
             c = text[i]
@@ -142,7 +142,7 @@ def jenkins_blocks(text: str, keyword: str) -> dict[str, str]:
             elif c in "{}":
                 depth += 1 if c == "{" else -1
             i += 1
-        blocks[match[1]] = text[match.end() : i - 1]
+        blocks[match[1] or ""] = text[match.end() : i - 1]
     return blocks
 
 
@@ -164,9 +164,9 @@ def test_jenkinsfile() -> None:
     assert assert_changed_pants_calls(build, "$BASE") == GOALS
 
     deploy = stages["Deploy"]
-    when = re.search(r"\bwhen\s*\{(.*?)\n {12}\}", deploy, re.S)
-    assert when, "the Deploy stage has no `when`"
-    assert re.findall(r"\b(branch\s+'[^']*'|not\s*\{\s*changeRequest\(\)\s*\})", when[1]) == [
+    when = jenkins_blocks(deploy, "when")
+    assert list(when) == [""], "the Deploy stage needs one `when`"
+    assert re.findall(r"\b(branch\s+'[^']*'|not\s*\{\s*changeRequest\(\)\s*\})", when[""]) == [
         "branch 'main'",
         "not { changeRequest() }",
     ]
@@ -181,6 +181,7 @@ def test_jenkins_parser_skips_braces_in_strings_and_comments() -> None:
         "b": " sh(script: 'y {') ",
     }
     assert jenkins_shell(text) == ["echo }", "y {"]
+    assert jenkins_blocks("when { branch 'x' }", "when") == {"": " branch 'x' "}
 
 
 # ---------------------------------------------------------------------------------- the base

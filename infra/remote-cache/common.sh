@@ -1,4 +1,4 @@
-# Shared settings of infra/remote-cache/{start,stop,status}; sourced, not run.
+# Shared settings of infra/remote-cache/{start,stop,status,sharing-test}; sourced, not run.
 # Every value can be overridden from the environment (tests use other ports and directories).
 CACHE_DIR="${ML_REMOTE_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME}/.cache}/ml-monorepo/remote-cache}"
 CACHE_HOST="${REMOTE_CACHE_HOST:-127.0.0.1}"
