@@ -22,7 +22,6 @@ COPIED = (
     "pants",
     "pants.toml",
     "ruff.toml",
-    "BUILD",
     "3rdparty/python",
     "pants-plugins",
     "models/__init__.py",
@@ -88,6 +87,8 @@ class ScratchRepo:
             else:
                 shutil.copy2(src, dst)
         (root / "pants").chmod(0o755)
+        # This repo's root BUILD names files a scratch repo does not have.
+        self.write("BUILD", "")
         # A fresh nonce per scratch repo: its trainings can never be cache hits from an earlier run.
         self.nonce = uuid.uuid4().hex
         self.write("models/shared/__init__.py", "")
