@@ -88,10 +88,10 @@ class Artifact:
 
 def _require(mapping: Any, key: str, kind: type | tuple[type, ...], where: str, path: Path) -> Any:
     if not isinstance(mapping, dict) or key not in mapping:
-        raise ArtifactError(path, f"missing required field {where}{key!r}")
+        raise ArtifactError(path, f"missing required field '{where}{key}'")
     value = mapping[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ArtifactError(path, f"field {where}{key!r} has the wrong type: {value!r}")
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ArtifactError(path, f"field '{where}{key}' has the wrong type: {value!r}")
     return value
 
 
