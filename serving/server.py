@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from google.protobuf.message import DecodeError
 from grpc_reflection.v1alpha import reflection
 
 from serving.artifact import Artifact, ArtifactError, load_artifact
@@ -29,7 +30,8 @@ from serving.proto import open_inference_grpc_pb2_grpc as pb_grpc
 SERVER_NAME = "ml-monorepo-serving"
 SERVER_VERSION = "1"
 PLATFORM = "onnxruntime_onnx"
-INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+SERVICE_DESCRIPTOR = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+INFERENCE_SERVICE = SERVICE_DESCRIPTOR.full_name
 UNKNOWN_MODEL = "_unknown"  # metrics label for names that are not served (bounded cardinality)
 
 
@@ -143,6 +145,36 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
 
+def _decoding(method, request_type):
+    """Wraps a servicer method to parse its request itself: grpc would answer an undecodable
+    message with UNKNOWN (and log a traceback); the protocol's answer is INVALID_ARGUMENT."""
+
+    async def handler(data: bytes, context):
+        try:
+            request = request_type.FromString(data)
+        except DecodeError as e:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {request_type.DESCRIPTOR.full_name}: {e}",
+            )
+        return await method(request, context)
+
+    return handler
+
+
+def inference_service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+    """The GRPCInferenceService's method handlers (the generated servicer's methods), parsing
+    requests as `_decoding` does."""
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            _decoding(getattr(servicer, method.name), getattr(pb, method.input_type.name)),
+            response_serializer=lambda message: message.SerializeToString(),
+        )
+        for method in SERVICE_DESCRIPTOR.methods
+    }
+    return grpc.method_handlers_generic_handler(INFERENCE_SERVICE, handlers)
+
+
 class ModelServer:
     """Loads and verifies every artifact, then serves them; `start()`/`stop()` run in one loop."""
 
@@ -202,7 +234,7 @@ class ModelServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self._servicer, self._server)
+        self._server.add_generic_rpc_handlers((inference_service_handler(self._servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             [INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
