@@ -112,7 +112,9 @@ def _tensor_specs(signature: dict, key: str, path: Path) -> tuple[TensorSpec, ..
         if not shape or not all(
             isinstance(d, int) and not isinstance(d, bool) and (d == -1 or d > 0) for d in shape
         ):
-            raise ArtifactError(path, f"{where}shape {shape!r} must be a list of -1 or positive ints")
+            raise ArtifactError(
+                path, f"{where}shape {shape!r} must be a list of -1 or positive ints"
+            )
         specs.append(TensorSpec(name, datatype, tuple(shape)))
     if len({s.name for s in specs}) != len(specs):
         raise ArtifactError(path, f"signature.{key} names a tensor twice")

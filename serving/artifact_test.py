@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -46,8 +47,6 @@ def other_graph(directory: Path) -> None:
     """A valid graph with another input shape, recorded with its true digest: a signature mismatch."""
     blob = classifier_graph((-1, 64)).SerializeToString()
     (directory / "model.onnx").write_bytes(blob)
-    import hashlib
-
     digest = hashlib.sha256(blob).hexdigest()
 
     def record(meta):
@@ -68,7 +67,10 @@ def other_graph(directory: Path) -> None:
         (
             lambda d: edit_json(d, lambda m: m["signature"]["outputs"][0].update(name="probs")),
             "model.onnx",
-            ["outputs are ['predicted_class', 'probabilities']", "declares ['predicted_class', 'probs']"],
+            [
+                "outputs are ['predicted_class', 'probabilities']",
+                "declares ['predicted_class', 'probs']",
+            ],
         ),
         (
             lambda d: edit_json(d, lambda m: m["signature"]["outputs"][1].update(datatype="INT32")),
@@ -122,7 +124,9 @@ def test_bad_artifacts_are_refused(artifact, damage, file, fragments):
 def test_server_refuses_to_start_with_a_bad_artifact(artifact, tmp_path, capsys):
     good = write_artifact(tmp_path / "good", "good")
     truncate(artifact)
-    code = main(["--model-dir", str(good), "--model-dir", str(artifact), "--insecure", "--port", "0"])
+    code = main(
+        ["--model-dir", str(good), "--model-dir", str(artifact), "--insecure", "--port", "0"]
+    )
     assert code != 0
     err = capsys.readouterr().err
     assert f"{artifact / 'model.onnx'}: size is" in err

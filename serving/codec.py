@@ -100,9 +100,7 @@ def decode_inputs(
     for i, tensor in enumerate(request.inputs):
         spec = declared.get(tensor.name)
         if spec is None:
-            raise _invalid(
-                f"unknown input {tensor.name!r}: expected inputs {sorted(declared)}"
-            )
+            raise _invalid(f"unknown input {tensor.name!r}: expected inputs {sorted(declared)}")
         if tensor.name in arrays:
             raise _invalid(f"input {tensor.name!r} is given twice")
         if tensor.datatype != spec.datatype:

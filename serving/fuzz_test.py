@@ -85,7 +85,9 @@ def requests(draw):
             request.raw_input_contents.append(draw(st.binary(min_size=n, max_size=n)))
         if draw(st.booleans()):
             request.raw_input_contents.append(b"\0" * 4)
-    for name in draw(st.lists(st.sampled_from(["probabilities", "predicted_class", "nope"]), max_size=2)):
+    for name in draw(
+        st.lists(st.sampled_from(["probabilities", "predicted_class", "nope"]), max_size=2)
+    ):
         request.outputs.add(name=name)
     return request
 
@@ -99,7 +101,7 @@ def check_valid_answer(client, model) -> None:
     np.testing.assert_array_equal(got["predicted_class"], predicted)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request=requests())
 def test_random_requests_get_clean_answers(served, request):
     _, client, _, _ = served
@@ -117,7 +119,7 @@ def test_random_requests_get_clean_answers(served, request):
         assert len(raw) == math.prod(out.shape) * (4 if out.datatype == "FP32" else 8)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(payload=st.binary(max_size=2048))
 def test_arbitrary_bytes_do_not_break_the_server(served, payload):
     _, _, channel, _ = served

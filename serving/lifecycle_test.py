@@ -19,8 +19,15 @@ def test_sigterm_drains_and_finishes_in_flight_requests(tmp_path):
     # Each call multiplies two 1600x1600 matrices: long enough to be in flight at SIGTERM.
     model = write_artifact(tmp_path / "slow", "slow", slow_matmul=1600)
     process = server_process(
-        "--model-dir", str(model), "--insecure", "--port", "0",
-        "--drain-seconds", "1", "--grace-seconds", "10",
+        "--model-dir",
+        str(model),
+        "--insecure",
+        "--port",
+        "0",
+        "--drain-seconds",
+        "1",
+        "--grace-seconds",
+        "10",
     )
     try:
         port = wait_for_port(process)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from serving.artifact import Artifact, ArtifactError, load_artifact
@@ -50,6 +50,7 @@ class ServerConfig:
     grace_seconds: float = 10.0
     drain_seconds: float = 0.0
     batching: bool = True
+    inline: bool = False
     batch_workers: int = 1
     ort_threads: int = 1
 
@@ -118,7 +119,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             name=artifact.name,
             versions=[artifact.version],
             platform=PLATFORM,
-            inputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in artifact.inputs],
+            inputs=[
+                tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in artifact.inputs
+            ],
             outputs=[
                 tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in artifact.outputs
             ],
@@ -216,6 +219,7 @@ class ModelServer:
             artifact,
             max_batch_size=self.config.max_batch_size,
             batching=self.config.batching and batch_major,
+            inline=self.config.inline,
             workers=self.config.batch_workers,
             on_queue_length=lambda n, name=artifact.name: self.metrics.observe_queue(name, n),
             on_batch=self.metrics.batch_size.labels(artifact.name).observe,
@@ -287,11 +291,16 @@ def parse_args(argv: Sequence[str]) -> ServerConfig:
         required=True,
         help="An artifact directory (model.onnx + model.json); repeat to serve several models.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default %(default)s).")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="Address to listen on (default %(default)s)."
+    )
     parser.add_argument("--port", type=int, default=8001, help="gRPC port; 0 picks a free one.")
     parser.add_argument("--metrics-host", default=None, help="Metrics address (default: --host).")
     parser.add_argument(
-        "--metrics-port", type=int, default=None, help="Prometheus /metrics HTTP port (off if unset)."
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Prometheus /metrics HTTP port (off if unset).",
     )
     parser.add_argument("--max-batch-size", type=int, default=64, help="Most rows per request.")
     parser.add_argument(
@@ -324,6 +333,13 @@ def parse_args(argv: Sequence[str]) -> ServerConfig:
         help="Run every request on its own instead of batching concurrent requests.",
     )
     parser.add_argument(
+        "--execution",
+        choices=["thread", "inline"],
+        default="thread",
+        help="Run onnxruntime in a worker thread (default) or inline on the event loop "
+        "(cheaper for models whose calls take well under a millisecond).",
+    )
+    parser.add_argument(
         "--batch-workers", type=int, default=1, help="Concurrent onnxruntime calls per model."
     )
     parser.add_argument(
@@ -344,6 +360,7 @@ def parse_args(argv: Sequence[str]) -> ServerConfig:
         grace_seconds=args.grace_seconds,
         drain_seconds=args.drain_seconds,
         batching=args.batching,
+        inline=args.execution == "inline",
         batch_workers=args.batch_workers,
         ort_threads=args.ort_threads,
     )
@@ -354,7 +371,9 @@ async def serve(server: ModelServer) -> None:
     models = ", ".join(f"{a.name}@{a.version[:12]}" for a in server.artifacts.values())
     metrics = f", metrics on port {server.metrics_port}" if server.metrics_port else ""
     print(
-        f"serving {models} on {server.config.host}:{server.port}{metrics}", file=sys.stderr, flush=True
+        f"serving {models} on {server.config.host}:{server.port}{metrics}",
+        file=sys.stderr,
+        flush=True,
     )
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task] = []

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -71,8 +72,6 @@ def test_server_live_ready_and_metadata(client, server):
 
 
 def test_model_metadata_reports_signature_and_digest(client, artifacts):
-    import hashlib
-
     digest = hashlib.sha256((artifacts["digits"] / "model.onnx").read_bytes()).hexdigest()
     meta = client.ModelMetadata(pb.ModelMetadataRequest(name=MODEL))
     assert meta.name == MODEL
@@ -237,7 +236,9 @@ def test_health_and_reflection(server):
         assert status == health_pb2.HealthCheckResponse.SERVING
     reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
     answers = list(
-        reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        reflect.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
     )
     names = {s.name for s in answers[0].list_services_response.service}
     assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
@@ -256,9 +257,38 @@ def test_metrics_endpoint(client, server):
         return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
 
     assert value(f'inference_requests_total{{code="OK",method="ModelInfer",model="{MODEL}"}}') >= 1
-    assert value('inference_requests_total{code="NOT_FOUND",method="ModelInfer",model="_unknown"}') >= 1
+    assert (
+        value('inference_requests_total{code="NOT_FOUND",method="ModelInfer",model="_unknown"}')
+        >= 1
+    )
     assert value('inference_errors_total{code="NOT_FOUND",model="_unknown"}') >= 1
     assert value(f'inference_request_duration_seconds_count{{model="{MODEL}"}}') >= 1
     assert value(f'inference_queue_length_max{{model="{MODEL}"}}') >= 1
-    for name in ("inference_in_flight_requests", "process_cpu_seconds_total", "process_resident_memory_bytes"):
+    for name in (
+        "inference_in_flight_requests",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    ):
         assert any(line.startswith(name) for line in lines), name
+
+
+@pytest.mark.parametrize("batching, inline", [(False, False), (True, True), (False, True)])
+def test_execution_modes_give_the_same_answers(artifacts, batching, inline):
+    config = ServerConfig(
+        model_dirs=(str(artifacts["digits"]),),
+        port=0,
+        insecure=True,
+        batching=batching,
+        inline=inline,
+    )
+    inputs = [images(1 + i % 4, seed=200 + i) for i in range(16)]
+    with running_server(config) as server:
+        client, channel = stub(server.port)
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda x: client.ModelInfer(raw_request(MODEL, x)), inputs))
+        channel.close()
+    for x, response in zip(inputs, responses):
+        want = expected(artifacts, "digits", x)
+        np.testing.assert_array_equal(
+            decode_outputs(response)["predicted_class"], want["predicted_class"]
+        )

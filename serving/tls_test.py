@@ -55,7 +55,9 @@ def test_tls_round_trip_and_plaintext_refused(tmp_path):
     model = write_artifact(tmp_path / "m")
     config = ServerConfig(model_dirs=(str(model),), port=0, tls_cert=str(cert), tls_key=str(key))
     with running_server(config) as server:
-        client, channel = stub(server.port, grpc.ssl_channel_credentials(root_certificates=cert_pem))
+        client, channel = stub(
+            server.port, grpc.ssl_channel_credentials(root_certificates=cert_pem)
+        )
         assert client.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
         x = np.ones((2, 1, 8, 8), np.float32)
         got = decode_outputs(client.ModelInfer(raw_request("fixture_digits", x), timeout=10))
