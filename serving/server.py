@@ -132,8 +132,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         label = self._label(request.model_name)
         self._metrics.in_flight.inc()
         try:
-            if not self.ready:
-                raise RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
             runner = self._find(request.model_name, request.model_version)
             inputs = decode_inputs(request, runner.artifact, self._max_batch)
             specs = requested_outputs(request, runner.artifact)

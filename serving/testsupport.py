@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 
 import grpc
@@ -74,10 +75,14 @@ def decode_outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
 
 
 def server_process(*args: str, **popen) -> subprocess.Popen:
-    """`python -m serving.server ARGS` with this process's import path; stderr is piped."""
+    """`python -m serving.server ARGS` with this process's import path; stderr is piped.
+
+    `-P`: the working directory (e.g. the repository, without generated stubs, under
+    `pants run`) must not come before that path.
+    """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     return subprocess.Popen(
-        [sys.executable, "-m", "serving.server", *args],
+        [sys.executable, "-P", "-m", "serving.server", *args],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
@@ -85,10 +90,23 @@ def server_process(*args: str, **popen) -> subprocess.Popen:
     )
 
 
-def wait_for_port(process: subprocess.Popen) -> int:
-    """Reads the server's stderr until its `serving ... on HOST:PORT` line; returns PORT."""
+def wait_for_ports(process: subprocess.Popen) -> tuple[int, int | None]:
+    """Reads the server's stderr until its `serving ... on HOST:PORT[, metrics on port N]` line;
+    returns the gRPC and metrics ports."""
     assert process.stderr is not None
+    seen = []
     for line in process.stderr:
         if line.startswith("serving "):
-            return int(line.split(" on ", 1)[1].split(",")[0].rsplit(":", 1)[1])
-    raise AssertionError(f"server exited ({process.wait()}) before serving")
+            address, _, metrics = line.strip().split(" on ", 1)[1].partition(", metrics on port ")
+            return int(address.rsplit(":", 1)[1]), int(metrics) if metrics else None
+        seen.append(line)
+    raise AssertionError(f"server exited ({process.wait()}) before serving:\n{''.join(seen)}")
+
+
+def metric_value(metrics_port: int, name: str) -> float:
+    """The value of an unlabelled sample on the server's /metrics page."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split(" ", 1)[1])
+    raise KeyError(name)

@@ -27,7 +27,7 @@ import onnxruntime as ort
 
 from serving.fixtures import write_artifact
 from serving.proto import open_inference_grpc_pb2 as pb
-from serving.testsupport import raw_request, server_process, wait_for_port
+from serving.testsupport import raw_request, server_process, wait_for_ports
 
 
 def cpu_seconds(pid: int) -> float:
@@ -148,7 +148,7 @@ def main() -> None:
             "--model-dir", str(model_dir), "--insecure", "--port", "0", *args.server_arg
         )
         try:
-            port = wait_for_port(process)
+            port, _ = wait_for_ports(process)
             print(
                 f"server pid {process.pid}, flags {args.server_arg or '(defaults)'}; "
                 f"{os.cpu_count()} CPUs; {args.duration:.0f} s per row"
