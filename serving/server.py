@@ -139,6 +139,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response = encode_response(request, runner.artifact, specs, outputs)
         except RequestError as e:
             await self._fail(context, label, "ModelInfer", e)
+        except Exception as e:  # onnxruntime failing on input that passed validation
+            error = RequestError(grpc.StatusCode.INTERNAL, f"inference failed: {e}")
+            await self._fail(context, label, "ModelInfer", error)
         finally:
             self._metrics.in_flight.dec()
             self._metrics.latency.labels(label).observe(time.perf_counter() - start)

@@ -292,3 +292,23 @@ def test_execution_modes_give_the_same_answers(artifacts, batching, inline):
         np.testing.assert_array_equal(
             decode_outputs(response)["predicted_class"], want["predicted_class"]
         )
+
+
+def test_a_failing_model_call_is_internal_and_counted(artifacts, monkeypatch):
+    config = ServerConfig(model_dirs=(str(artifacts["digits"]),), port=0, insecure=True)
+    with running_server(config) as server:
+        runner = server._runners[MODEL]
+
+        def boom(inputs):
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(runner, "run_sync", boom)
+        client, channel = stub(server.port)
+        error = error_of(client.ModelInfer, raw_request(MODEL, images(2)))
+        assert error.code() == grpc.StatusCode.INTERNAL
+        assert "inference failed: boom" in error.details()
+        labels = {"model": MODEL, "code": "INTERNAL"}
+        assert server.metrics.registry.get_sample_value("inference_errors_total", labels) == 1
+        monkeypatch.undo()
+        assert decode_outputs(client.ModelInfer(raw_request(MODEL, images(2))))
+        channel.close()
