@@ -151,7 +151,8 @@ def main() -> None:
             port, _ = wait_for_ports(process)
             print(
                 f"server pid {process.pid}, flags {args.server_arg or '(defaults)'}; "
-                f"{os.cpu_count()} CPUs; {args.duration:.0f} s per row"
+                f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+                f"{args.duration:.0f} s per row"
             )
             print(
                 f"{'mode':<10} {'conc':>4} {'batch':>5} {'req/s':>10} {'images/s':>12} "
@@ -174,6 +175,7 @@ def main() -> None:
                     "in-process", 1, batch, in_process(model_dir, batch, args.duration, input_shape)
                 )
             )
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} (the CPUs are shared)")
 
 
 if __name__ == "__main__":
