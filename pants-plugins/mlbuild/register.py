@@ -1,13 +1,20 @@
-"""Our Pants plugin: ML datasets, models and serving images as Pants targets, and their rules."""
+"""Our Pants plugin: ML datasets, models, gRPC stubs and serving images as Pants targets."""
 
-from mlbuild import model_dependencies, model_steps, package_model, ruff_format
+from mlbuild import grpc_codegen, model_dependencies, model_steps, package_model, ruff_format
+from mlbuild.grpc_codegen import GrpcPythonProtoTarget
 from mlbuild.oci import rules as oci_rules
 from mlbuild.oci.target_types import DebianPackagesTarget, ModelImageTarget
 from mlbuild.target_types import MlDatasetTarget, MlModelTarget
 
 
 def target_types():
-    return [MlDatasetTarget, MlModelTarget, ModelImageTarget, DebianPackagesTarget]
+    return [
+        MlDatasetTarget,
+        MlModelTarget,
+        GrpcPythonProtoTarget,
+        ModelImageTarget,
+        DebianPackagesTarget,
+    ]
 
 
 def rules():
@@ -15,6 +22,7 @@ def rules():
         *model_dependencies.rules(),
         *model_steps.rules(),
         *package_model.rules(),
+        *grpc_codegen.rules(),
         *ruff_format.rules(),
         *oci_rules.rules(),
     ]

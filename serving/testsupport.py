@@ -1,0 +1,112 @@
+"""Helpers shared by the server's tests and the benchmark: an in-process server on its own event
+loop thread, a client stub, and request builders."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+
+from serving.proto import open_inference_grpc_pb2 as pb
+from serving.proto import open_inference_grpc_pb2_grpc as pb_grpc
+from serving.server import ModelServer, ServerConfig
+
+
+@contextlib.contextmanager
+def running_server(config: ServerConfig) -> Iterator[ModelServer]:
+    """A started server (port 0 picks a free port: read `server.port`), stopped on exit."""
+    config = dataclasses.replace(config, host="127.0.0.1")
+    server = ModelServer(config)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=30)
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def stub(port: int, credentials: grpc.ChannelCredentials | None = None, **options):
+    target = f"127.0.0.1:{port}"
+    opts = list(options.items())
+    if credentials is None:
+        channel = grpc.insecure_channel(target, options=opts)
+    else:
+        channel = grpc.secure_channel(target, credentials, options=opts)
+    return pb_grpc.GRPCInferenceServiceStub(channel), channel
+
+
+def raw_request(
+    model: str, x: np.ndarray, *, name: str = "input", datatype: str = "FP32", **fields
+) -> pb.ModelInferRequest:
+    return pb.ModelInferRequest(
+        model_name=model,
+        inputs=[pb.ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=x.shape)],
+        raw_input_contents=[np.ascontiguousarray(x, dtype="<f4").tobytes()],
+        **fields,
+    )
+
+
+def typed_request(model: str, x: np.ndarray) -> pb.ModelInferRequest:
+    tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=x.shape)
+    tensor.contents.fp32_contents.extend(x.ravel().tolist())
+    return pb.ModelInferRequest(model_name=model, inputs=[tensor])
+
+
+def decode_outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
+    dtypes = {"FP32": "<f4", "INT64": "<i8"}
+    return {
+        out.name: np.frombuffer(raw, dtype=dtypes[out.datatype]).reshape(out.shape)
+        for out, raw in zip(response.outputs, response.raw_output_contents)
+    }
+
+
+def server_process(*args: str, **popen) -> subprocess.Popen:
+    """`python -m serving.server ARGS` with this process's import path; stderr is piped.
+
+    `-P`: the working directory (e.g. the repository, without generated stubs, under
+    `pants run`) must not come before that path.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    return subprocess.Popen(
+        [sys.executable, "-P", "-m", "serving.server", *args],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def wait_for_ports(process: subprocess.Popen) -> tuple[int, int | None]:
+    """Reads the server's stderr until its `serving ... on HOST:PORT[, metrics on port N]` line;
+    returns the gRPC and metrics ports."""
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        if line.startswith("serving "):
+            address, _, metrics = line.strip().split(" on ", 1)[1].partition(", metrics on port ")
+            return int(address.rsplit(":", 1)[1]), int(metrics) if metrics else None
+        seen.append(line)
+    raise AssertionError(f"server exited ({process.wait()}) before serving:\n{''.join(seen)}")
+
+
+def metric_value(metrics_port: int, name: str) -> float:
+    """The value of an unlabelled sample on the server's /metrics page."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split(" ", 1)[1])
+    raise KeyError(name)
