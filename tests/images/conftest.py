@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +40,38 @@ class Image:
                     tar.extractall(root, numeric_owner=True)
 
 
-def load(name: str) -> Image:
-    tar = DIST / f"{name}.tar"
+def chroot_command(root: Path, argv: list[str]) -> list[str]:
+    """`argv` run as 65532 in a chroot of `root`, as PID 1 of a private PID and mount namespace
+    (so the mounts it needs vanish with it)."""
+    for mountpoint in ("dev", "proc"):
+        (root / mountpoint).mkdir(exist_ok=True)
+    mount, chroot = (
+        shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") for tool in ("mount", "chroot")
+    )
+    script = (
+        f'{mount} --rbind /dev "$0/dev" && {mount} -t proc proc "$0/proc" && '
+        f'exec {chroot} --userspec=65532:65532 "$0" "$@"'
+    )
+    return [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        script,
+        str(root),
+        *argv,
+    ]
+
+
+def load(name: str, dist: Path = DIST) -> Image:
+    tar = dist / f"{name}.tar"
     with tarfile.open(tar) as t:
         files = {m.name: t.extractfile(m).read() for m in t.getmembers() if m.isfile()}
-    return Image(tar, json.loads((DIST / f"{name}.json").read_text()), files)
+    return Image(tar, json.loads((dist / f"{name}.json").read_text()), files)
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +82,26 @@ def image_a() -> Image:
 @pytest.fixture(scope="session")
 def image_b() -> Image:
     return load("image_b")
+
+
+def _no_engine(reason: str) -> None:
+    # CI starts an engine and sets DOCKER_REQUIRED=1: there, a missing engine is a failure.
+    if os.environ.get("DOCKER_REQUIRED") == "1":
+        pytest.fail(f"DOCKER_REQUIRED=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def docker_client():
+    """A client of the engine at DOCKER_HOST; skips (or, with DOCKER_REQUIRED=1, fails) without one."""
+    import docker
+
+    if not os.environ.get("DOCKER_HOST"):
+        _no_engine("no Docker engine: DOCKER_HOST is unset (see infra/docker/start-dockerd.sh)")
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException as e:
+        _no_engine(f"no Docker engine answers at DOCKER_HOST={os.environ['DOCKER_HOST']}: {e}")
+    yield client
+    client.close()

@@ -7,35 +7,13 @@ Skips, saying why, when no engine answers at DOCKER_HOST (start one with
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import docker
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.images.conftest import Image
-
-
-def _no_engine(reason: str) -> None:
-    # CI starts an engine and sets DOCKER_REQUIRED=1: there, a missing engine is a failure.
-    if os.environ.get("DOCKER_REQUIRED") == "1":
-        pytest.fail(f"DOCKER_REQUIRED=1 but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
-    if not os.environ.get("DOCKER_HOST"):
-        _no_engine("no Docker engine: DOCKER_HOST is unset (see infra/docker/start-dockerd.sh)")
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except docker.errors.DockerException as e:
-        _no_engine(f"no Docker engine answers at DOCKER_HOST={os.environ['DOCKER_HOST']}: {e}")
-    yield client
-    client.close()
 
 
 def wait_for_event(container, name: str, timeout: float = 60) -> dict:
@@ -52,12 +30,12 @@ def wait_for_event(container, name: str, timeout: float = 60) -> dict:
 
 
 def test_loads_runs_as_nonroot_serves_and_stops_cleanly(
-    client: docker.DockerClient, image_a: Image
+    docker_client: docker.DockerClient, image_a: Image
 ) -> None:
-    [loaded] = client.images.load(image_a.tar.read_bytes())
+    [loaded] = docker_client.images.load(image_a.tar.read_bytes())
     assert loaded.id == image_a.summary["image_id"]
     assert image_a.summary["reference"] in loaded.tags
-    container = client.containers.run(
+    container = docker_client.containers.run(
         image_a.summary["reference"],
         detach=True,
         ports={"8500/tcp": ("127.0.0.1", None)},
@@ -83,4 +61,4 @@ def test_loads_runs_as_nonroot_serves_and_stops_cleanly(
         assert wait_for_event(container, "stopped")["model"] == "fixture_a"
     finally:
         container.remove(force=True)
-        client.images.remove(image_a.summary["reference"], force=True)
+        docker_client.images.remove(image_a.summary["reference"], force=True)

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.images.conftest import DIST, Image
+from tests.images.conftest import DIST, Image, chroot_command
 
 
 def test_one_tar_is_an_oci_layout_and_a_docker_archive(image_a: Image) -> None:
@@ -80,29 +80,10 @@ def test_entrypoint_serves_the_model_as_nonroot_pid1_and_stops_cleanly_on_sigter
     root = tmp_path / "rootfs"
     image_a.unpack(root)
     assert not (root / "bin" / "sh").exists() and not (root / "usr" / "bin" / "sh").exists()
-    for mountpoint in ("dev", "proc"):
-        (root / mountpoint).mkdir(exist_ok=True)
     config = image_a.config["config"]
     argv = [*config["Entrypoint"], *config["Cmd"], "--host", "127.0.0.1", "--port", "0"]
-    # A private mount and PID namespace: the server is PID 1, and the mounts vanish with it.
-    mount, chroot = (
-        shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") for tool in ("mount", "chroot")
-    )
-    script = f'{mount} --rbind /dev "$0/dev" && {mount} -t proc proc "$0/proc" && exec {chroot} --userspec=65532:65532 "$0" "$@"'
     proc = subprocess.Popen(
-        [
-            "unshare",
-            "--pid",
-            "--fork",
-            "--mount",
-            "--propagation",
-            "private",
-            "/bin/sh",
-            "-c",
-            script,
-            str(root),
-            *argv,
-        ],
+        chroot_command(root, argv),
         env=dict(item.split("=", 1) for item in config["Env"]),
         stdout=subprocess.PIPE,
         text=True,
