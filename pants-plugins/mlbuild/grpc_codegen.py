@@ -10,6 +10,7 @@ tests and `pex_binary`s include them. Nothing generated is committed.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import DefaultDict, List
 
 from pants.backend.python.dependency_inference.module_mapper import (
@@ -17,6 +18,8 @@ from pants.backend.python.dependency_inference.module_mapper import (
     FirstPartyPythonMappingImplMarker,
     ModuleProvider,
     ModuleProviderType,
+    PythonModuleOwners,
+    PythonModuleOwnersRequest,
     ResolveName,
 )
 from pants.backend.python.subsystems.setup import PythonSetup
@@ -50,8 +53,11 @@ from pants.engine.target import (
     COMMON_TARGET_FIELDS,
     AllTargets,
     Dependencies,
+    FieldSet,
     GeneratedSources,
     GenerateSourcesRequest,
+    InferDependenciesRequest,
+    InferredDependencies,
     SingleSourceField,
     Target,
 )
@@ -61,6 +67,8 @@ from pants.util.logging import LogLevel
 from pants.util.strutil import help_text
 
 GRPCIO_TOOLS = "grpcio-tools"
+# What the generated modules import at run time.
+RUNTIME_MODULES = ("google.protobuf", "grpc")
 
 
 class GrpcProtoSourceField(SingleSourceField):
@@ -76,8 +84,8 @@ class GrpcProtoSourceField(SingleSourceField):
 class GrpcProtoDependenciesField(Dependencies):
     help = help_text(
         """
-        Addresses the generated code needs at run time: the `protobuf` and `grpcio`
-        requirements of the target's resolve (the generated modules import them).
+        Addresses the generated code needs at run time. The `protobuf` and `grpcio`
+        requirements of the target's resolve are inferred; list them only to override.
         """
     )
 
@@ -206,9 +214,36 @@ async def map_grpc_protos_to_python_modules(
     return FirstPartyPythonMappingImpl.create(providers)
 
 
+@dataclass(frozen=True)
+class GrpcProtoRuntimeFieldSet(FieldSet):
+    required_fields = (GrpcProtoSourceField, GrpcProtoResolveField)
+
+    source: GrpcProtoSourceField
+    resolve: GrpcProtoResolveField
+
+
+class InferGrpcProtoRuntimeDependencies(InferDependenciesRequest):
+    infer_from = GrpcProtoRuntimeFieldSet
+
+
+@rule(desc="Infer the runtime requirements of generated gRPC stubs", level=LogLevel.DEBUG)
+async def infer_grpc_proto_runtime_dependencies(
+    request: InferGrpcProtoRuntimeDependencies, python_setup: PythonSetup
+) -> InferredDependencies:
+    resolve = request.field_set.resolve.normalized_value(python_setup)
+    owners = await MultiGet(
+        Get(PythonModuleOwners, PythonModuleOwnersRequest(module, resolve=resolve))
+        for module in RUNTIME_MODULES
+    )
+    return InferredDependencies(
+        address for owner in owners if len(owner.unambiguous) == 1 for address in owner.unambiguous
+    )
+
+
 def rules():
     return [
         *collect_rules(),
+        UnionRule(InferDependenciesRequest, InferGrpcProtoRuntimeDependencies),
         UnionRule(GenerateSourcesRequest, GeneratePythonFromGrpcProtoRequest),
         UnionRule(FirstPartyPythonMappingImplMarker, GrpcProtoMappingMarker),
     ]

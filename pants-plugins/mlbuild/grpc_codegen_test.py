@@ -11,7 +11,7 @@ from pants.backend.python.dependency_inference.rules import (
     InferPythonImportDependencies,
     PythonImportDependenciesInferenceFieldSet,
 )
-from pants.backend.python.target_types import PythonSourceTarget
+from pants.backend.python.target_types import PythonRequirementTarget, PythonSourceTarget
 from pants.backend.python.util_rules import pex
 from pants.core.util_rules import source_files, stripped_source_files
 from pants.engine.addresses import Address
@@ -26,8 +26,10 @@ from pants.testutil.rule_runner import RuleRunner
 
 from mlbuild.grpc_codegen import (
     GeneratePythonFromGrpcProtoRequest,
+    GrpcProtoRuntimeFieldSet,
     GrpcProtoSourceField,
     GrpcPythonProtoTarget,
+    InferGrpcProtoRuntimeDependencies,
     generated_modules,
 )
 from mlbuild.grpc_codegen import rules as grpc_codegen_rules
@@ -63,8 +65,9 @@ def rule_runner() -> RuleRunner:
             QueryRule(HydratedSources, [HydrateSourcesRequest]),
             QueryRule(GeneratedSources, [GeneratePythonFromGrpcProtoRequest]),
             QueryRule(InferredDependencies, [InferPythonImportDependencies]),
+            QueryRule(InferredDependencies, [InferGrpcProtoRuntimeDependencies]),
         ],
-        target_types=[GrpcPythonProtoTarget, PythonSourceTarget],
+        target_types=[GrpcPythonProtoTarget, PythonSourceTarget, PythonRequirementTarget],
     )
     runner.set_options(
         [
@@ -89,7 +92,7 @@ def rule_runner() -> RuleRunner:
     return runner
 
 
-def test_generates_stubs_under_the_source_root_and_infers_their_owner(rule_runner) -> None:
+def test_generates_stubs_and_infers_dependencies_both_ways(rule_runner) -> None:
     rule_runner.write_files(
         {
             "default.lock": LOCKFILE.read_text(),
@@ -97,6 +100,10 @@ def test_generates_stubs_under_the_source_root_and_infers_their_owner(rule_runne
             "src/demo/BUILD": 'grpc_python_proto(name="echo", source="echo.proto")',
             "src/app/main.py": "from demo import echo_pb2, echo_pb2_grpc\n",
             "src/app/BUILD": 'python_source(name="main", source="main.py")',
+            "3rdparty/BUILD": (
+                'python_requirement(name="grpcio", requirements=["grpcio"])\n'
+                'python_requirement(name="protobuf", requirements=["protobuf"])\n'
+            ),
         }
     )
     target = rule_runner.get_target(Address("src/demo", target_name="echo"))
@@ -114,3 +121,12 @@ def test_generates_stubs_under_the_source_root_and_infers_their_owner(rule_runne
         [InferPythonImportDependencies(PythonImportDependenciesInferenceFieldSet.create(main))],
     )
     assert set(inferred.include) == {target.address}
+
+    runtime = rule_runner.request(
+        InferredDependencies,
+        [InferGrpcProtoRuntimeDependencies(GrpcProtoRuntimeFieldSet.create(target))],
+    )
+    assert set(runtime.include) == {
+        Address("3rdparty", target_name="grpcio"),
+        Address("3rdparty", target_name="protobuf"),
+    }
