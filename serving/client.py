@@ -14,8 +14,8 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from models.common.datasets import load_dataset, split_dataset
 
+from models.common.datasets import load_dataset, split_dataset
 from serving.proto import open_inference_grpc_pb2 as pb
 from serving.proto import open_inference_grpc_pb2_grpc as pb_grpc
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import pytest
+
 from models.common.datasets import load_dataset, split_dataset
 from serving.proto import open_inference_grpc_pb2 as pb
 from serving.testsupport import decode_outputs, raw_request, stub
-
 from tests.images.conftest import Image, chroot_command, load
 
 MODEL = "digits_cnn_torch"
