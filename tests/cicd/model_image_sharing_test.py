@@ -95,7 +95,8 @@ def _figures(label: str, run: PantsRun, seconds: float) -> str:
         f"{c.get('remote_cache_requests', 0)}, hits {c.get('remote_cache_requests_cached', 0)}, "
         f"misses {c.get('remote_cache_requests_uncached', 0)}, writes "
         f"{c.get('remote_cache_write_successes', 0)}/{c.get('remote_cache_write_attempts', 0)}, "
-        f"time saved {c.get('remote_cache_total_time_saved_ms', 0)} ms"
+        f"time saved {c.get('remote_cache_total_time_saved_ms', 0)} ms, "
+        f"processes run locally {c.get('local_execution_requests', 0)}"
     )
 
 
