@@ -11,6 +11,7 @@ import pytest
 
 from infra.ci import what_will_rebuild
 from infra.deploy import deploy, fake_kubectl, manifest
+from mlbuild import k8s_manifest
 
 IMAGE = "registry.example.com/models/a@sha256:" + "2" * 64
 FAKE_PANTS = """\
@@ -28,6 +29,7 @@ SCRIPTS = {
     "infra/deploy/deploy": None,
     "infra/deploy/deploy.py": deploy.__file__,
     "infra/deploy/manifest.py": manifest.__file__,
+    "pants-plugins/mlbuild/k8s_manifest.py": k8s_manifest.__file__,
 }
 
 

@@ -16,7 +16,7 @@ from infra.ci.what_will_rebuild import RangeError, resolve_base, select
 BUILDROOT = Path.cwd()
 SCRIPT = BUILDROOT / "infra/ci/what-will-rebuild"
 MODEL_BUILD = """\
-python_source(name="train", source="train.py")
+python_source(name="train", source="train.py", resolve="torch")
 
 ml_model(
     name="model",
@@ -62,7 +62,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ".gitignore": "/.pants.d/\n/dist/\n",
         "data/BUILD": f'ml_dataset(name="ds", source="ds.npz", sha256="{"0" * 64}")\n',
         "data/ds.npz": "",
-        "shared/BUILD": "python_sources()\n",
+        # The plugin wants a model's code in its framework's resolve.
+        "shared/BUILD": 'python_sources(resolve="torch")\n',
         "shared/lib.py": "def scale(x):\n    return x * 2\n",
         "base/BUILD": 'debian_packages(name="debs", source="pins.json")\n',
         "base/pins.json": '{"packages": []}\n',
