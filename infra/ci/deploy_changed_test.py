@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from mlbuild import k8s_manifest
 
 from infra.ci import what_will_rebuild
 from infra.deploy import deploy, fake_kubectl, manifest
@@ -28,6 +29,7 @@ SCRIPTS = {
     "infra/deploy/deploy": None,
     "infra/deploy/deploy.py": deploy.__file__,
     "infra/deploy/manifest.py": manifest.__file__,
+    "pants-plugins/mlbuild/k8s_manifest.py": k8s_manifest.__file__,
 }
 
 

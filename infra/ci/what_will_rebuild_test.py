@@ -1,5 +1,5 @@
 """what-will-rebuild, end to end: a scratch git repository with this repo's Pants set-up and plugin,
-two tiny models sharing a library, and real Pants runs (two of them, ~15 s each)."""
+two tiny models sharing a library, and real Pants runs (three of them, ~15 s each)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from infra.ci.what_will_rebuild import RangeError, resolve_base, select
 BUILDROOT = Path.cwd()
 SCRIPT = BUILDROOT / "infra/ci/what-will-rebuild"
 MODEL_BUILD = """\
-python_source(name="train", source="train.py")
+python_source(name="train", source="train.py", resolve="torch")
 
 ml_model(
     name="model",
@@ -27,6 +27,8 @@ ml_model(
     thresholds={"accuracy": 0.5},
     dependencies=[":train", "//data:ds"],
 )
+
+model_image(name="image", model=":model", server="//server:srv", base="//base:debs")
 """
 
 
@@ -60,8 +62,13 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ".gitignore": "/.pants.d/\n/dist/\n",
         "data/BUILD": f'ml_dataset(name="ds", source="ds.npz", sha256="{"0" * 64}")\n',
         "data/ds.npz": "",
-        "shared/BUILD": "python_sources()\n",
+        # The plugin wants a model's code in its framework's resolve.
+        "shared/BUILD": 'python_sources(resolve="torch")\n',
         "shared/lib.py": "def scale(x):\n    return x * 2\n",
+        "base/BUILD": 'debian_packages(name="debs", source="pins.json")\n',
+        "base/pins.json": '{"packages": []}\n',
+        "server/BUILD": 'python_sources()\n\npex_binary(name="srv", entry_point="main.py")\n',
+        "server/main.py": "print('serving')\n",
     }
     for model in ("alpha", "beta"):
         files[f"models/{model}/BUILD"] = MODEL_BUILD
@@ -92,7 +99,7 @@ def test_editing_one_models_config_lists_that_model_only(scratch: Path) -> None:
     commit_all(scratch, "alpha: new seed")
     out = what_will_rebuild(scratch, "HEAD~1..HEAD")
     assert out["models"] == ["models/alpha:model"]
-    assert out["images"] == []
+    assert out["images"] == ["models/alpha:image"]
     assert out["base"] == git(scratch, "rev-parse", "HEAD~1")
     assert out["dirty"] is False
 
@@ -102,6 +109,14 @@ def test_editing_the_shared_library_lists_its_dependents(scratch: Path) -> None:
     commit_all(scratch, "shared: triple")
     out = what_will_rebuild(scratch, "HEAD~1")
     assert out["models"] == ["models/alpha:model", "models/beta:model"]
+    assert out["images"] == ["models/alpha:image", "models/beta:image"]
+
+
+def test_editing_the_server_lists_every_image_and_no_model(scratch: Path) -> None:
+    (scratch / "server/main.py").write_text("print('serving v2')\n")
+    commit_all(scratch, "server: v2")
+    out = what_will_rebuild(scratch, "HEAD~1")
+    assert out == {**out, "models": [], "images": ["models/alpha:image", "models/beta:image"]}
 
 
 def test_symmetric_range_uses_the_merge_base(tmp_path: Path) -> None:

@@ -30,10 +30,8 @@ from pathlib import Path
 
 import yaml
 
-try:  # run as a script (infra/deploy/deploy) or imported as infra.deploy.deploy
-    from infra.deploy import manifest as manifest_lib
-except ImportError:  # pragma: no cover
-    import manifest as manifest_lib  # type: ignore[no-redef]  # pants: no-infer-dep
+# The generator pants-plugins/mlbuild/k8s_manifest.py (infra/deploy/deploy puts it on the path).
+from mlbuild import k8s_manifest as manifest_lib
 
 PREVIOUS_PLACEHOLDER = "<previous image>"
 

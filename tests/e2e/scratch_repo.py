@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pathlib import Path
 COPIED = (
     "pants",
     "pants.toml",
+    "pants.ci.toml",
     "ruff.toml",
     "3rdparty/python",
     "pants-plugins",
@@ -29,6 +31,10 @@ COPIED = (
     "models/common",
     "models/datasets",
 )
+
+# What `model_image` targets need besides the model: the server and the base layer's pins (the
+# defaults in models/BUILD point at them).
+IMAGE_INPUTS = ("tests/fixtures/server", "infra/images/base")
 
 _TRAINED = re.compile(r"Completed: Train (\S+)")
 
@@ -75,17 +81,22 @@ class PantsRun:
         return sorted(_TRAINED.findall(self.output))
 
 
+def _copy(source: Path, root: Path, relpaths: tuple[str, ...]) -> None:
+    for relpath in relpaths:
+        src = source / relpath
+        dst = root / relpath
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+
+
 class ScratchRepo:
     def __init__(self, root: Path, source: Path = Path(".")) -> None:
         self.root = root
-        for relpath in COPIED:
-            src = source / relpath
-            dst = root / relpath
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir():
-                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(src, dst)
+        self.source = source
+        _copy(source, root, COPIED)
         (root / "pants").chmod(0o755)
         # This repo's root BUILD names files a scratch repo does not have.
         self.write("BUILD", "")
@@ -119,7 +130,25 @@ class ScratchRepo:
         )
         self.write(f"models/{name}/BUILD", TINY_BUILD.format(name=name, threshold=threshold))
 
-    def pants(self, *args: str, pantsd: bool = True) -> PantsRun:
+    def clone(self, root: Path) -> ScratchRepo:
+        """A copy of this repo at `root` (another "machine": no Pants state is copied)."""
+        shutil.copytree(self.root, root, ignore=shutil.ignore_patterns("dist", ".pants.d", ".pids"))
+        clone = object.__new__(ScratchRepo)
+        clone.root, clone.source, clone.nonce = root, self.source, self.nonce
+        return clone
+
+    def add_image(self, name: str) -> None:
+        """A `model_image` named `image` for the tiny model `name` (server and base copied once)."""
+        if not (self.root / IMAGE_INPUTS[0]).exists():
+            _copy(self.source, self.root, IMAGE_INPUTS)
+        build = self.read(f"models/{name}/BUILD")
+        self.write(
+            f"models/{name}/BUILD", build + f'\nmodel_image(name="image", model=":{name}")\n'
+        )
+
+    def pants(
+        self, *args: str, pantsd: bool = True, env: Mapping[str, str] | None = None
+    ) -> PantsRun:
         argv = ["./pants", *([] if pantsd else ["--no-pantsd"]), *args]
         proc = subprocess.run(
             argv,
@@ -128,7 +157,7 @@ class ScratchRepo:
             stderr=subprocess.STDOUT,
             text=True,
             timeout=900,
-            env={**os.environ, "PANTS_COLORS": "false"},
+            env={**os.environ, "PANTS_COLORS": "false", **(env or {})},
         )
         return PantsRun(proc.returncode, proc.stdout)
 

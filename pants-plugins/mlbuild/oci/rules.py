@@ -71,6 +71,7 @@ from pants.util.logging import LogLevel
 from pants.util.resources import read_resource
 from pants.util.strutil import help_text
 
+from mlbuild import k8s_manifest
 from mlbuild.oci.target_types import (
     DebianPackagesSourceField,
     ModelImageArgsField,
@@ -101,6 +102,16 @@ class OciSubsystem(Subsystem):
             sources (`/etc/apt/sources.list{,.d/*}`). The URL only says where to fetch from:
             every file is checked against its pinned sha256, and a file already in Pants's
             store is not fetched again.
+            """
+        ),
+    )
+    registry = StrOption(
+        default="registry.example.com",
+        help=help_text(
+            """
+            The registry the images are pushed to: the Kubernetes manifest that `pants package`
+            writes beside each image (`dist/deploy/<model name>.yaml`) pulls
+            `<registry>/<repository>@sha256:<digest>`. Empty: the repository alone.
             """
         ),
     )
@@ -355,8 +366,19 @@ class ModelImageFieldSet(PackageFieldSet):
     output_path: ModelImageOutputPathField
 
 
+def deployment_manifest(summary: Dict, port: int, registry: str) -> FileContent:
+    """`deploy/<model name>.yaml`: the Deployment and Service of the image (by digest)."""
+    repository = (
+        f"{registry.rstrip('/')}/{summary['repository']}" if registry else summary["repository"]
+    )
+    documents = k8s_manifest.manifests(
+        k8s_manifest.kubernetes_name(summary["model"]), f"{repository}@{summary['digest']}", port
+    )
+    return FileContent(f"deploy/{summary['model']}.yaml", k8s_manifest.to_yaml(documents).encode())
+
+
 @rule(desc="Package a model image", level=LogLevel.DEBUG)
-async def package_model_image(field_set: ModelImageFieldSet) -> BuiltPackage:
+async def package_model_image(field_set: ModelImageFieldSet, oci: OciSubsystem) -> BuiltPackage:
     model_address, server_address, base_address = await MultiGet(
         Get(Addresses, UnparsedAddressInputs, field_set.model.to_unparsed_address_inputs()),
         Get(Addresses, UnparsedAddressInputs, field_set.server.to_unparsed_address_inputs()),
@@ -406,8 +428,12 @@ async def package_model_image(field_set: ModelImageFieldSet) -> BuiltPackage:
         DigestContents, DigestSubset(result.output_digest, PathGlobs([f"{stem}.json"]))
     )
     summary = json.loads(summary_file[0].content)
+    manifest = deployment_manifest(summary, field_set.port.value, oci.registry)
+    digest = await Get(
+        Digest, MergeDigests([result.output_digest, await Get(Digest, CreateDigest([manifest]))])
+    )
     return BuiltPackage(
-        result.output_digest,
+        digest,
         (
             BuiltPackageArtifact(
                 output,
@@ -419,6 +445,7 @@ async def package_model_image(field_set: ModelImageFieldSet) -> BuiltPackage:
             ),
             BuiltPackageArtifact(f"{stem}.digest"),
             BuiltPackageArtifact(f"{stem}.json"),
+            BuiltPackageArtifact(manifest.path, ("Kubernetes Deployment and Service",)),
         ),
     )
 

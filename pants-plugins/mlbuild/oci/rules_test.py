@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml  # pants: no-infer-dep
 from pants.core.util_rules import adhoc_binaries, source_files
 from pants.engine.addresses import Address
 from pants.engine.fs import DigestContents
@@ -132,3 +133,26 @@ def test_model_image_fields_are_checked(rule_runner: RuleRunner) -> None:
         ModelImagePortField(70000, Address("img"))
     with pytest.raises(InvalidFieldException, match="one address"):
         ModelImageModelField(["//a", "//b"], Address("img"))
+
+
+def test_deployment_manifest_pins_the_image_digest_under_the_registry() -> None:
+    digest = "sha256:" + "cd" * 32
+    summary = {"model": "digits_cnn_torch", "repository": "ml/digits_cnn_torch", "digest": digest}
+    manifest = oci_rules.deployment_manifest(summary, 8500, "registry.example.com/")
+    assert manifest.path == "deploy/digits_cnn_torch.yaml"
+    deployment, service = yaml.safe_load_all(manifest.content)
+    assert deployment["kind"] == "Deployment" and service["kind"] == "Service"
+    assert deployment["metadata"]["name"] == service["metadata"]["name"] == "digits-cnn-torch"
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"registry.example.com/ml/digits_cnn_torch@{digest}"
+    assert container["readinessProbe"]["grpc"]["port"] == 8500
+    assert service["spec"]["ports"][0]["port"] == 8500
+    # No registry: the repository alone.
+    bare = oci_rules.deployment_manifest(summary, 8500, "")
+    assert f"image: ml/digits_cnn_torch@{digest}" in bare.content.decode()
+
+
+def test_deployment_manifest_refuses_an_unpinnable_registry() -> None:
+    summary = {"model": "m", "repository": "ml/m", "digest": "sha256:" + "00" * 32}
+    with pytest.raises(ValueError, match="pinned by digest"):
+        oci_rules.deployment_manifest(summary, 8500, "Registry With Spaces")
