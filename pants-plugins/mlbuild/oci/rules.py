@@ -172,6 +172,9 @@ class OciToolRequest:
     description: str
     output_directories: Tuple[str, ...] = ()
     output_files: Tuple[str, ...] = ()
+    # INFO for the image assembly: "Completed: Assembling the image <address>" shows (and lets
+    # tests count) each image that is really rebuilt; a cache hit prints nothing.
+    level: LogLevel = LogLevel.DEBUG
 
 
 @rule
@@ -185,7 +188,7 @@ async def run_oci_tool(request: OciToolRequest, tool: OciTool) -> ProcessResult:
             description=request.description,
             output_directories=request.output_directories,
             output_files=request.output_files,
-            level=LogLevel.DEBUG,
+            level=request.level,
         ),
     )
 
@@ -422,6 +425,7 @@ async def package_model_image(field_set: ModelImageFieldSet, oci: OciSubsystem) 
             await Get(Digest, MergeDigests([spec_digest, *inputs])),
             f"Assembling the image {field_set.address}",
             output_files=(output, f"{stem}.digest", f"{stem}.json"),
+            level=LogLevel.INFO,
         ),
     )
     summary_file = await Get(
