@@ -1,6 +1,6 @@
 """Plots infra/bench/scale.py's CSV: wall time against the number of models, one line per case.
 
-    ./pants run infra/bench/plot.py -- <scale.csv> <scale.png>   (absolute paths)
+./pants run infra/bench/plot.py -- <scale.csv> <scale.png>   (absolute paths)
 """
 
 from __future__ import annotations

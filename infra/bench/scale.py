@@ -108,7 +108,9 @@ def measure(repo: ScratchRepo, n: int, cases: tuple[str, ...], log, reused: bool
     return row
 
 
-def _measure_into(row: Row, repo: ScratchRepo, n: int, cases: tuple[str, ...], log, reused: bool) -> None:
+def _measure_into(
+    row: Row, repo: ScratchRepo, n: int, cases: tuple[str, ...], log, reused: bool
+) -> None:
     half = sum(1 for i in range(n) if half_of(i) == "left")
     expected = {"cold": 0 if reused else n, "noop_warm": 0, "noop_cold": 0, "config": 1}
     expected.update({"shared": half, "naive": n})
@@ -125,8 +127,10 @@ def _measure_into(row: Row, repo: ScratchRepo, n: int, cases: tuple[str, ...], l
                 raise BenchFailure(
                     f"N={n} {case}: expected {expected[case]} trainings, got {run.trained}"
                 )
-        log(f"N={n} {case}: {run.seconds:.2f} s, trained {row.trained.get(case, '-')}, "
-            f"load {row.load[case]:.2f}")
+        log(
+            f"N={n} {case}: {run.seconds:.2f} s, trained {row.trained.get(case, '-')}, "
+            f"load {row.load[case]:.2f}"
+        )
 
     # Every model must be trained before the incremental cases mean anything.
     timed("cold", "package", "::")
@@ -245,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlbench-"))
     out = args.out.resolve()
-    rows = run(args.n, tuple(args.cases), workdir.resolve(), out, args.keep or args.reuse, args.reuse)
+    rows = run(
+        args.n, tuple(args.cases), workdir.resolve(), out, args.keep or args.reuse, args.reuse
+    )
     print(f"wrote {out / 'scale.csv'}")
     if not args.no_plot and rows:
         # matplotlib lives in the python-default resolve: plot through the repo's own Pants.
@@ -253,7 +259,14 @@ def main(argv: list[str] | None = None) -> int:
         code = os.spawnvp(
             os.P_WAIT,
             "./pants",
-            ["./pants", "run", "infra/bench/plot.py", "--", str(out / "scale.csv"), str(out / "scale.png")],
+            [
+                "./pants",
+                "run",
+                "infra/bench/plot.py",
+                "--",
+                str(out / "scale.csv"),
+                str(out / "scale.png"),
+            ],
         )
         if code != 0:
             return code
