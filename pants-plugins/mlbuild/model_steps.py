@@ -67,7 +67,7 @@ class ModelRunner:
     """The model's training module as a runnable venv, plus every file its steps read.
 
     The venv holds only the resolve's requirements and has no entry point, so every model of a
-    resolve shares one (built once, not once per model); `PEX_MODULE` names the model's module.
+    resolve shares one (built once, not once per model), run as `python -m <model module>`.
     """
 
     address: Address
@@ -83,6 +83,8 @@ class ModelRunner:
         return VenvPexProcess(
             self.venv_pex,
             argv=(
+                "-m",
+                self.module,
                 step,
                 "--config",
                 self.config_path,
@@ -96,7 +98,6 @@ class ModelRunner:
             extra_env={
                 **_STEP_ENV,
                 "PEX_EXTRA_SYS_PATH": ":".join(self.source_roots),
-                "PEX_MODULE": self.module,
             },
             output_directories=(step,),
             description=f"{step.capitalize()} {self.address}",
