@@ -33,7 +33,7 @@ def plot(csv_path: str, png_path: str) -> None:
         if points:
             ax.plot(*zip(*points), marker="o", label=label)
     ax.set_xlabel("models in the repo (N)")
-    ax.set_ylabel("wall time of ./pants package :: (s)")
+    ax.set_ylabel("wall time of the ./pants call (s)")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
