@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass
 
 from pants.backend.python.subsystems.setup import PythonSetup
-from pants.backend.python.target_types import EntryPoint
 from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
 from pants.backend.python.util_rules.pex import Pex, PexRequest, VenvPex, VenvPexProcess
 from pants.backend.python.util_rules.pex_from_targets import RequirementsPexRequest
@@ -23,7 +22,7 @@ from pants.backend.python.util_rules.python_sources import (
 )
 from pants.core.util_rules.source_files import SourceFiles, SourceFilesRequest
 from pants.engine.addresses import Address, Addresses
-from pants.engine.fs import Digest, DigestContents, MergeDigests, PathGlobs
+from pants.engine.fs import Digest, DigestEntries, FileEntry, MergeDigests, PathGlobs
 from pants.engine.process import Process, ProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import TransitiveTargets, TransitiveTargetsRequest
@@ -65,11 +64,16 @@ class ModelStepsRequest:
 
 @dataclass(frozen=True)
 class ModelRunner:
-    """The model's training module as a runnable venv, plus every file its steps read."""
+    """The model's training module as a runnable venv, plus every file its steps read.
+
+    The venv holds only the resolve's requirements and has no entry point, so every model of a
+    resolve shares one (built once, not once per model), run as `python -m <model module>`.
+    """
 
     address: Address
     inputs: ModelInputs
     venv_pex: VenvPex
+    module: str
     input_digest: Digest
     config_path: str
     source_roots: tuple[str, ...]
@@ -79,6 +83,8 @@ class ModelRunner:
         return VenvPexProcess(
             self.venv_pex,
             argv=(
+                "-m",
+                self.module,
                 step,
                 "--config",
                 self.config_path,
@@ -89,7 +95,10 @@ class ModelRunner:
                 *argv,
             ),
             input_digest=extra_input or self.input_digest,
-            extra_env={**_STEP_ENV, "PEX_EXTRA_SYS_PATH": ":".join(self.source_roots)},
+            extra_env={
+                **_STEP_ENV,
+                "PEX_EXTRA_SYS_PATH": ":".join(self.source_roots),
+            },
             output_directories=(step,),
             description=f"{step.capitalize()} {self.address}",
             level=LogLevel.INFO if step == "train" else LogLevel.DEBUG,
@@ -134,7 +143,6 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
                     transitive.closure, python_setup
                 )
                 or InterpreterConstraints(python_setup.interpreter_constraints),
-                main=EntryPoint(module),
                 pex_path=[requirements_pex],
             ),
         ),
@@ -144,12 +152,14 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
         ),
     )
     # The dataset's digest is checked here, before any process runs (the harness checks again).
-    dataset_contents = await Get(DigestContents, PathGlobs([inputs.dataset_path]))
-    if not dataset_contents:
+    # A file's digest in Pants's store is the sha256 of its content: no need to read the file.
+    dataset_entries = await Get(DigestEntries, PathGlobs([inputs.dataset_path]))
+    files = [entry for entry in dataset_entries if isinstance(entry, FileEntry)]
+    if not files:
         raise DatasetDigestMismatch(
             f"{request.address}: dataset file {inputs.dataset_path} is missing"
         )
-    actual = hashlib.sha256(dataset_contents[0].content).hexdigest()
+    actual = files[0].file_digest.fingerprint
     if actual != inputs.dataset_sha256:
         raise DatasetDigestMismatch(
             f"{request.address}: dataset {inputs.dataset_path} does not match the sha256 declared "
@@ -160,6 +170,7 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
         address=request.address,
         inputs=inputs,
         venv_pex=venv_pex,
+        module=module,
         input_digest=input_digest,
         config_path=config_files.files[0],
         source_roots=sources.source_roots,

@@ -13,12 +13,14 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 # What a scratch repo copies from this one (the test's sandbox holds these via `files` targets).
+# Not the root BUILD: its `files` targets name files a scratch repo does not have.
 COPIED = (
     "pants",
     "pants.toml",
@@ -32,9 +34,17 @@ COPIED = (
     "models/datasets",
 )
 
-# What `model_image` targets need besides the model: the server and the base layer's pins (the
-# defaults in models/BUILD point at them).
-IMAGE_INPUTS = ("tests/fixtures/server", "infra/images/base")
+# What `model_image` targets need besides the model: the server (its code, not its tests, whose
+# BUILD names this repo's real models) and the base layer's pins; models/BUILD's defaults point
+# at them.
+IMAGE_INPUTS = ("infra/images/base",)
+SERVER_BUILD = """\
+python_sources(sources=["*.py", "!*_test.py"])
+
+pex_binary(name="server", entry_point="server.py:main")
+"""
+PROTO_BUILD = 'grpc_python_proto(name="open_inference", source="open_inference_grpc.proto")\n'
+
 
 _TRAINED = re.compile(r"Completed: Train (\S+)")
 
@@ -75,6 +85,7 @@ ml_model(
 class PantsRun:
     returncode: int
     output: str
+    seconds: float = 0.0
 
     @property
     def trained(self) -> list[str]:
@@ -103,8 +114,20 @@ class ScratchRepo:
         # A fresh nonce per scratch repo: its trainings can never be cache hits from an earlier run.
         self.nonce = uuid.uuid4().hex
         self.write("models/shared/__init__.py", "")
-        self.write("models/shared/extra.py", f"# nonce: {self.nonce}\nHIDDEN = 16\n")
+        self.add_shared_module("extra")
         self.write("models/shared/BUILD", 'python_sources(resolve="torch")\n')
+
+    @classmethod
+    def existing(cls, root: Path) -> ScratchRepo:
+        """A scratch repo made earlier (edits to it use a fresh nonce)."""
+        repo = cls.__new__(cls)
+        repo.root = root
+        repo.nonce = uuid.uuid4().hex
+        return repo
+
+    def add_shared_module(self, module: str) -> None:
+        """A module `models.shared.<module>` that tiny models may import (`HIDDEN`, their width)."""
+        self.write(f"models/shared/{module}.py", f"# nonce: {self.nonce}\nHIDDEN = 16\n")
 
     def write(self, relpath: str, content: str) -> None:
         path = self.root / relpath
@@ -114,13 +137,24 @@ class ScratchRepo:
     def read(self, relpath: str) -> str:
         return (self.root / relpath).read_text()
 
-    def add_tiny_model(self, name: str, *, uses_shared: bool, threshold: float = 0.5) -> None:
+    def add_tiny_model(
+        self,
+        name: str,
+        *,
+        uses_shared: bool,
+        threshold: float = 0.5,
+        shared_module: str = "extra",
+        nonce: str | None = None,
+    ) -> None:
+        """Writes (or rewrites) a tiny model; a new `nonce` makes its training inputs new."""
         self.write(f"models/{name}/__init__.py", "")
         self.write(
             f"models/{name}/train.py",
             TINY_MODEL.format(
-                nonce=self.nonce,
-                extra_import="from models.shared.extra import HIDDEN" if uses_shared else "",
+                nonce=nonce or self.nonce,
+                extra_import=f"from models.shared.{shared_module} import HIDDEN"
+                if uses_shared
+                else "",
                 hidden="HIDDEN" if uses_shared else "16",
             ),
         )
@@ -141,29 +175,57 @@ class ScratchRepo:
         """A `model_image` named `image` for the tiny model `name` (server and base copied once)."""
         if not (self.root / IMAGE_INPUTS[0]).exists():
             _copy(self.source, self.root, IMAGE_INPUTS)
+            for path in (self.source / "serving").glob("*.py"):
+                if not path.name.endswith("_test.py"):
+                    self.write(f"serving/{path.name}", path.read_text())
+            self.write("serving/BUILD", SERVER_BUILD)
+            for name in ("__init__.py", "open_inference_grpc.proto"):
+                self.write(f"serving/proto/{name}", (self.source / "serving/proto" / name).read_text())
+            self.write("serving/proto/BUILD", PROTO_BUILD)
         build = self.read(f"models/{name}/BUILD")
         self.write(
             f"models/{name}/BUILD", build + f'\nmodel_image(name="image", model=":{name}")\n'
         )
 
     def pants(
-        self, *args: str, pantsd: bool = True, env: Mapping[str, str] | None = None
+        self,
+        *args: str,
+        pantsd: bool = True,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 900,
     ) -> PantsRun:
         argv = ["./pants", *([] if pantsd else ["--no-pantsd"]), *args]
+        start = time.monotonic()
         proc = subprocess.run(
             argv,
             cwd=self.root,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            timeout=900,
+            timeout=timeout,
             env={**os.environ, "PANTS_COLORS": "false", **(env or {})},
         )
-        return PantsRun(proc.returncode, proc.stdout)
+        return PantsRun(proc.returncode, proc.stdout, time.monotonic() - start)
 
-    def stop_pantsd(self) -> None:
+    def stop_pantsd(self, wait: float = 30) -> None:
+        """Stops this repo's pantsd and waits (up to `wait` seconds) for it to exit."""
+        pids = []
         for pid_file in self.root.glob(".pids/*/pantsd/pid"):
             try:
-                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+                pid = int(pid_file.read_text().strip())
+                os.kill(pid, signal.SIGTERM)
+                pids.append(pid)
             except (ValueError, ProcessLookupError):
                 pass
+        deadline = time.monotonic() + wait
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if _alive(pid)]
+            time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
