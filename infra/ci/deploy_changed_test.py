@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mlbuild import k8s_manifest
 
 from infra.ci import what_will_rebuild
 from infra.deploy import deploy, fake_kubectl, manifest
+from mlbuild import k8s_manifest
 
 IMAGE = "registry.example.com/models/a@sha256:" + "2" * 64
 FAKE_PANTS = """\

@@ -180,7 +180,9 @@ class ScratchRepo:
                     self.write(f"serving/{path.name}", path.read_text())
             self.write("serving/BUILD", SERVER_BUILD)
             for name in ("__init__.py", "open_inference_grpc.proto"):
-                self.write(f"serving/proto/{name}", (self.source / "serving/proto" / name).read_text())
+                self.write(
+                    f"serving/proto/{name}", (self.source / "serving/proto" / name).read_text()
+                )
             self.write("serving/proto/BUILD", PROTO_BUILD)
         build = self.read(f"models/{name}/BUILD")
         self.write(
