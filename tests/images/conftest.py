@@ -105,3 +105,19 @@ def docker_client():
         _no_engine(f"no Docker engine answers at DOCKER_HOST={os.environ['DOCKER_HOST']}: {e}")
     yield client
     client.close()
+
+
+def load_and_run(client, image: Image):
+    """Loads the image tar into the engine and starts it locked down (read-only root filesystem,
+    no capabilities, no privilege escalation) with port 8500 published on 127.0.0.1."""
+    [loaded] = client.images.load(image.tar.read_bytes())
+    assert loaded.id == image.summary["image_id"]
+    assert image.summary["reference"] in loaded.tags
+    return client.containers.run(
+        image.summary["reference"],
+        detach=True,
+        ports={"8500/tcp": ("127.0.0.1", None)},
+        read_only=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+    )

@@ -13,7 +13,7 @@ import docker
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.images.conftest import Image
+from tests.images.conftest import Image, load_and_run
 
 
 def wait_for_event(container, name: str, timeout: float = 60) -> dict:
@@ -32,17 +32,7 @@ def wait_for_event(container, name: str, timeout: float = 60) -> dict:
 def test_loads_runs_as_nonroot_serves_and_stops_cleanly(
     docker_client: docker.DockerClient, image_a: Image
 ) -> None:
-    [loaded] = docker_client.images.load(image_a.tar.read_bytes())
-    assert loaded.id == image_a.summary["image_id"]
-    assert image_a.summary["reference"] in loaded.tags
-    container = docker_client.containers.run(
-        image_a.summary["reference"],
-        detach=True,
-        ports={"8500/tcp": ("127.0.0.1", None)},
-        read_only=True,
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-    )
+    container = load_and_run(docker_client, image_a)
     try:
         ready = wait_for_event(container, "ready")
         assert (ready["uid"], ready["pid"], ready["model"]) == (65532, 1, "fixture_a")

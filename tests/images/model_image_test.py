@@ -21,7 +21,7 @@ import pytest
 from models.common.datasets import load_dataset, split_dataset
 from serving.proto import open_inference_grpc_pb2 as pb
 from serving.testsupport import decode_outputs, raw_request, stub
-from tests.images.conftest import Image, chroot_command, load
+from tests.images.conftest import Image, chroot_command, load, load_and_run
 
 MODEL = "digits_cnn_torch"
 
@@ -118,16 +118,7 @@ def test_unpacked_image_serves_correct_inferences(
 def test_container_serves_correct_inferences_as_nonroot(
     docker_client, image: Image, test_images_and_expected
 ) -> None:
-    [loaded] = docker_client.images.load(image.tar.read_bytes())
-    assert loaded.id == image.summary["image_id"]
-    container = docker_client.containers.run(
-        image.summary["reference"],
-        detach=True,
-        ports={"8500/tcp": ("127.0.0.1", None)},
-        read_only=True,
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-    )
+    container = load_and_run(docker_client, image)
     try:
         container.reload()
         port = int(container.attrs["NetworkSettings"]["Ports"]["8500/tcp"][0]["HostPort"])
