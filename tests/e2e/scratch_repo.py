@@ -179,9 +179,10 @@ class ScratchRepo:
                 if not path.name.endswith("_test.py"):
                     self.write(f"serving/{path.name}", path.read_text())
             self.write("serving/BUILD", SERVER_BUILD)
-            for name in ("__init__.py", "open_inference_grpc.proto"):
+            for proto_file in ("__init__.py", "open_inference_grpc.proto"):
                 self.write(
-                    f"serving/proto/{name}", (self.source / "serving/proto" / name).read_text()
+                    f"serving/proto/{proto_file}",
+                    (self.source / "serving/proto" / proto_file).read_text(),
                 )
             self.write("serving/proto/BUILD", PROTO_BUILD)
         build = self.read(f"models/{name}/BUILD")
