@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra.ci.git_testing import git
+
 CI = Path("infra/ci")
 GOALS = {"lint", "test", "package"}
 DEPLOY_COMMAND = "infra/ci/deploy-changed"
@@ -185,16 +187,6 @@ def test_jenkins_parser_skips_braces_in_strings_and_comments() -> None:
 
 
 # ---------------------------------------------------------------------------------- the base
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
 
 @pytest.fixture

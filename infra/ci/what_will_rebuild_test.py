@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.ci.git_testing import git
 from infra.ci.what_will_rebuild import RangeError, resolve_base, select
 
 BUILDROOT = Path.cwd()
@@ -30,16 +31,6 @@ ml_model(
 
 model_image(name="image", model=":model", server="//server:srv", base="//base:debs")
 """
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
 
 def commit_all(repo: Path, message: str) -> None:
