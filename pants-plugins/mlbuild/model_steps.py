@@ -23,7 +23,7 @@ from pants.backend.python.util_rules.python_sources import (
 from pants.core.util_rules.source_files import SourceFiles, SourceFilesRequest
 from pants.engine.addresses import Address, Addresses
 from pants.engine.fs import Digest, DigestEntries, FileEntry, MergeDigests, PathGlobs
-from pants.engine.process import Process, ProcessResult
+from pants.engine.process import ProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import TransitiveTargets, TransitiveTargetsRequest
 from pants.source.source_root import SourceRoot, SourceRootRequest
@@ -77,23 +77,29 @@ class ModelRunner:
     input_digest: Digest
     config_path: str
     source_roots: tuple[str, ...]
+    lockfile_path: str
+    lockfile_sha256: str
+    interpreter_constraints: tuple[str, ...]
+
+    def step_argv(self, step: str, argv: tuple[str, ...]) -> tuple[str, ...]:
+        return (
+            "-m",
+            self.module,
+            step,
+            "--config",
+            self.config_path,
+            "--dataset",
+            self.inputs.dataset_path,
+            "--out",
+            step,
+            *argv,
+        )
 
     def process(self, step: str, argv: tuple[str, ...], extra_input: Digest | None = None):
         """The step's process description; `extra_input` is a previous step's output."""
         return VenvPexProcess(
             self.venv_pex,
-            argv=(
-                "-m",
-                self.module,
-                step,
-                "--config",
-                self.config_path,
-                "--dataset",
-                self.inputs.dataset_path,
-                "--out",
-                step,
-                *argv,
-            ),
+            argv=self.step_argv(step, argv),
             input_digest=extra_input or self.input_digest,
             extra_env={
                 **_STEP_ENV,
@@ -103,6 +109,12 @@ class ModelRunner:
             description=f"{step.capitalize()} {self.address}",
             level=LogLevel.INFO if step == "train" else LogLevel.DEBUG,
         )
+
+
+def _file_sha256(entries: DigestEntries) -> str | None:
+    """A file's sha256 from Pants's store (a file's digest is the sha256 of its content)."""
+    files = [entry for entry in entries if isinstance(entry, FileEntry)]
+    return files[0].file_digest.fingerprint if files else None
 
 
 @rule(desc="Set up an ml_model's training environment", level=LogLevel.DEBUG)
@@ -133,16 +145,16 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
     if entry_root.path not in ("", "."):
         relative = relative[len(entry_root.path) + 1 :]
     module = relative[: -len(".py")].replace("/", ".")
+    interpreter_constraints = InterpreterConstraints.create_from_targets(
+        transitive.closure, python_setup
+    ) or InterpreterConstraints(python_setup.interpreter_constraints)
     venv_pex, input_digest = await MultiGet(
         Get(
             VenvPex,
             PexRequest(
                 output_filename="model_runner.pex",
                 internal_only=True,
-                interpreter_constraints=InterpreterConstraints.create_from_targets(
-                    transitive.closure, python_setup
-                )
-                or InterpreterConstraints(python_setup.interpreter_constraints),
+                interpreter_constraints=interpreter_constraints,
                 pex_path=[requirements_pex],
             ),
         ),
@@ -152,14 +164,16 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
         ),
     )
     # The dataset's digest is checked here, before any process runs (the harness checks again).
-    # A file's digest in Pants's store is the sha256 of its content: no need to read the file.
-    dataset_entries = await Get(DigestEntries, PathGlobs([inputs.dataset_path]))
-    files = [entry for entry in dataset_entries if isinstance(entry, FileEntry)]
-    if not files:
+    lockfile_path = python_setup.resolves[inputs.resolve]
+    dataset_entries, lockfile_entries = await MultiGet(
+        Get(DigestEntries, PathGlobs([inputs.dataset_path])),
+        Get(DigestEntries, PathGlobs([lockfile_path])),
+    )
+    actual = _file_sha256(dataset_entries)
+    if actual is None:
         raise DatasetDigestMismatch(
             f"{request.address}: dataset file {inputs.dataset_path} is missing"
         )
-    actual = files[0].file_digest.fingerprint
     if actual != inputs.dataset_sha256:
         raise DatasetDigestMismatch(
             f"{request.address}: dataset {inputs.dataset_path} does not match the sha256 declared "
@@ -174,6 +188,9 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
         input_digest=input_digest,
         config_path=config_files.files[0],
         source_roots=sources.source_roots,
+        lockfile_path=lockfile_path,
+        lockfile_sha256=_file_sha256(lockfile_entries) or "",
+        interpreter_constraints=tuple(str(c) for c in interpreter_constraints),
     )
 
 
@@ -193,12 +210,8 @@ class ModelStepOutputs:
 @rule(desc="Train, evaluate and export an ml_model", level=LogLevel.DEBUG)
 async def run_model_steps(request: ModelStepsRequest) -> ModelStepOutputs:
     runner = await Get(ModelRunner, ModelStepsRequest, request)
-    train_process = await Get(
-        Process,
-        VenvPexProcess,
-        runner.process("train", ("--dataset-sha256", runner.inputs.dataset_sha256)),
-    )
-    trained = await Get(ProcessResult, Process, train_process)
+    train_args = ("--dataset-sha256", runner.inputs.dataset_sha256)
+    trained = await Get(ProcessResult, VenvPexProcess, runner.process("train", train_args))
     with_checkpoint = await Get(Digest, MergeDigests((runner.input_digest, trained.output_digest)))
     evaluated, exported = await MultiGet(
         Get(
@@ -212,11 +225,15 @@ async def run_model_steps(request: ModelStepsRequest) -> ModelStepOutputs:
             runner.process("export", ("--checkpoint", "train"), with_checkpoint),
         ),
     )
+    # What the model was trained from, and nothing about the machine that trained it: the
+    # launcher scripts and interpreter paths in the Train process are left out.
     fingerprint = json.dumps(
         {
-            "input_digest": train_process.input_digest.fingerprint,
-            "argv": train_process.argv,
-            "env": dict(train_process.env),
+            "files": runner.input_digest.fingerprint,
+            "lockfile": [runner.lockfile_path, runner.lockfile_sha256],
+            "interpreter_constraints": runner.interpreter_constraints,
+            "argv": runner.step_argv("train", train_args),
+            "env": _STEP_ENV,
         },
         sort_keys=True,
     )

@@ -1,6 +1,13 @@
 """Our Pants plugin: ML datasets, models, gRPC stubs and serving images as Pants targets."""
 
-from mlbuild import grpc_codegen, model_dependencies, model_steps, package_model, ruff_format
+from mlbuild import (
+    execution_log,
+    grpc_codegen,
+    model_dependencies,
+    model_steps,
+    package_model,
+    ruff_format,
+)
 from mlbuild.grpc_codegen import GrpcPythonProtoTarget
 from mlbuild.oci import rules as oci_rules
 from mlbuild.oci.target_types import DebianPackagesTarget, ModelImageTarget
@@ -25,4 +32,5 @@ def rules():
         *grpc_codegen.rules(),
         *ruff_format.rules(),
         *oci_rules.rules(),
+        *execution_log.rules(),
     ]
