@@ -35,6 +35,9 @@ from pathlib import Path
 # "Preserving local process execution dir /tmp/pants-sandbox-abc for <description>"
 _PRESERVED = re.compile(r"Preserving local process execution dir (\S+) for (.*)$")
 _RAN = "Ran"
+# Cache scopes whose results Pants stores in the remote cache; steps of the others (interpreter
+# and binary discovery) run on every machine by design.
+REMOTE_CACHEABLE = ("Always", "Successful")
 _KEY_PARTS = ("argv", "env", "working_directory", "output_files", "output_directories", "timeout")
 
 
@@ -146,8 +149,9 @@ def diff(theirs: Log, ours: Log, step: str | None = None, everything: bool = Fal
     for their_step, our_step in _pair(theirs.processes, ours.processes):
         if step and step not in our_step["description"]:
             continue
-        counts[our_step["source"]] += 1
-        if our_step["source"] != _RAN and not everything:
+        local_only = our_step.get("cache_scope", "Successful") not in REMOTE_CACHEABLE
+        counts["never cached remotely" if local_only else our_step["source"]] += 1
+        if (our_step["source"] != _RAN or local_only) and not everything:
             continue
         title = f"{our_step['description']} [{our_step['source']}]"
         if their_step is None:

@@ -97,6 +97,14 @@ def test_hits_are_counted_not_explained_and_unknown_steps_are_named() -> None:
     assert "Train models/new:new [Ran]\n  no step of that description in their log" in report
 
 
+def test_steps_pants_never_caches_remotely_are_counted_apart() -> None:
+    discovery = _step(
+        "Find interpreter for constraints: CPython==3.11.*", cache_scope="PerRestartSuccessful"
+    )
+    report = diff(_log(discovery), _log(discovery))
+    assert report == "our steps: never cached remotely: 1"
+
+
 def test_a_missing_file_list_says_how_to_get_one() -> None:
     theirs = _log(_step("Train models/x:x", inputs={}))
     ours = _log(_step("Train models/x:x", key="k2", input_root="bb/10"))

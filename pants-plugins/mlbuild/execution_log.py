@@ -67,6 +67,7 @@ def process_record(definition: dict[str, Any], source: str) -> dict:
         "description": definition.get("description", ""),
         "source": source,
         **{field: definition.get(field) for field in _KEY_FIELDS},
+        "cache_scope": definition.get("cache_scope"),
         "platform": environment.get("platform"),
         "strategy": environment.get("strategy"),
         "input_root": f"{root['fingerprint']}/{root['size_bytes']}",

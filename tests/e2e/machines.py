@@ -83,12 +83,17 @@ class Machine:
         reverse_path: bool = False,
         lang: str = "C.UTF-8",
         own_interpreters: bool = True,
+        isolated: bool = True,
         toolchain_owner: int | None = None,
     ) -> None:
+        """`isolated=False`: this computer itself (its toolchain root, no namespace)."""
         self.name = name
         self.checkout = checkout
-        self.toolchain = base / "toolchain"
-        self.toolchain.mkdir(parents=True, exist_ok=True)
+        self.root = team_toolchain_root(checkout / "pants")
+        self.isolated = isolated
+        self.toolchain = base / "toolchain" if isolated else Path(self.root)
+        if isolated:
+            self.toolchain.mkdir(parents=True, exist_ok=True)
         if toolchain_owner is not None:  # A root that ./pants must refuse: not this user's.
             os.chown(self.toolchain, toolchain_owner, toolchain_owner)
         home = base.joinpath(*[f"d{i}" for i in range(depth)], "home")
@@ -107,15 +112,16 @@ class Machine:
             self.env["PYENV_ROOT"] = str(pyenv)
             path.insert(0, str(pyenv / "bin"))
         self.env["PATH"] = os.pathsep.join(path)
-        self.root = team_toolchain_root(checkout / "pants")
-        self.prefix = namespace_prefix()
+        self.prefix = namespace_prefix() if isolated else []
 
     def run(
         self, argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 1500
     ) -> PantsRun:
         """Runs `argv` in the checkout, on this machine (own namespace, own environment)."""
-        mount = 'mkdir -p "$2" && mount --bind "$1" "$2" && shift 2 && exec "$@"'
-        command = [*self.prefix, "sh", "-c", mount, "sh", str(self.toolchain), self.root, *argv]
+        command = list(argv)
+        if self.isolated:
+            mount = 'mkdir -p "$2" && mount --bind "$1" "$2" && shift 2 && exec "$@"'
+            command = [*self.prefix, "sh", "-c", mount, "sh", str(self.toolchain), self.root, *argv]
         start = time.monotonic()
         proc = subprocess.run(
             command,
@@ -127,6 +133,10 @@ class Machine:
             env={**os.environ, **self.env, **(env or {})},
         )
         return PantsRun(proc.returncode, proc.stdout, time.monotonic() - start)
+
+    def toolchain_installed(self) -> bool:
+        """Whether ./pants installed Pants in this machine's own toolchain root."""
+        return any(self.toolchain.glob("pants-*/.complete"))
 
     def pants(self, *args: str, timeout: float = 1500) -> PantsRun:
         """Real ./pants without pantsd (a daemon would outlive the namespace)."""

@@ -40,6 +40,7 @@ from pants.core.goals.package import (
 )
 from pants.core.goals.run import RunFieldSet, RunInSandboxBehavior, RunRequest
 from pants.core.util_rules.adhoc_binaries import PythonBuildStandaloneBinary
+from pants.core.util_rules.source_files import SourceFiles, SourceFilesRequest
 from pants.engine.addresses import Address, Addresses, UnparsedAddressInputs
 from pants.engine.fs import (
     AddPrefix,
@@ -60,6 +61,7 @@ from pants.engine.target import (
     FieldSetsPerTargetRequest,
     HydratedSources,
     HydrateSourcesRequest,
+    SourcesField,
     Targets,
     TransitiveTargets,
     TransitiveTargetsRequest,
@@ -332,13 +334,25 @@ async def build_server_layers(request: ServerLayersRequest) -> ServerLayers:
 async def build_model_layer(request: ModelLayerRequest) -> ImageLayer:
     targets = await Get(Targets, Addresses([request.address]))
     field_sets = await Get(FieldSetsPerTarget, FieldSetsPerTargetRequest(PackageFieldSet, targets))
-    if not field_sets.field_sets:
-        raise ValueError(f"The model {request.address} is not a packageable target.")
-    packages = await MultiGet(
-        Get(BuiltPackage, EnvironmentAwarePackageRequest(field_set))
-        for field_set in field_sets.field_sets
-    )
-    model = await Get(Digest, MergeDigests(package.digest for package in packages))
+    if field_sets.field_sets:
+        packages = await MultiGet(
+            Get(BuiltPackage, EnvironmentAwarePackageRequest(field_set))
+            for field_set in field_sets.field_sets
+        )
+        model = await Get(Digest, MergeDigests(package.digest for package in packages))
+    else:
+        # A model artifact kept as files (test fixtures): its files as they are, so that no
+        # archive with the packaging machine's timestamps stands between them and the image.
+        sources = await Get(
+            SourceFiles,
+            SourceFilesRequest(tgt[SourcesField] for tgt in targets if tgt.has_field(SourcesField)),
+        )
+        if not sources.files:
+            raise ValueError(
+                f"The model {request.address} is neither a packageable target nor a target with "
+                "files (model.json and its artifact)."
+            )
+        model = sources.snapshot.digest
     result = await Get(
         ProcessResult,
         _layer_request(

@@ -81,7 +81,8 @@ class ModelImageModelField(_SingleAddressField):
         """
         The address of the model to serve: any packageable target whose package holds a
         directory with `model.json` and the artifact it names (an `ml_model`), e.g.
-        `//models/digits_cnn_torch:model`. The artifact lands in `/models/<name>/`, the last layer.
+        `//models/digits_cnn_torch:model`, or a `files` target holding them. The artifact lands
+        in `/models/<name>/`, the last layer.
         """
     )
 
