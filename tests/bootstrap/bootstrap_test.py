@@ -1,4 +1,5 @@
-"""The ./pants bootstrap, run for real: missing Python 3.9, concurrent first calls, a killed install."""
+"""The ./pants bootstrap, run for real: missing Python 3.9, concurrent first calls, a killed
+install, an interpreter whose installation moved, and the notice of a machine off the convention."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def _env(cache: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "PANTS_BOOTSTRAP_CACHE": str(cache), **extra}
+    # A toolchain root of the test's own: off the team's convention, so ./pants says so (once).
+    return {**os.environ, "ML_TOOLCHAIN_ROOT": str(cache), **extra}
 
 
 def test_no_python39_is_one_clear_line(checkout: Path, tmp_path: Path) -> None:
@@ -79,3 +81,22 @@ def test_concurrent_first_calls_install_once_and_a_killed_install_is_redone(
     assert "installing Pants 2.17.1" in err
     assert out.strip() == "2.17.1"
     assert (install / ".complete").is_file()
+
+    # The build interpreters are copies (Pants records an interpreter by its real path) that run
+    # from the root; one whose installation moved is copied again.
+    python311 = cache / "python3.11" / "bin" / "python3.11"
+    assert python311.is_file() and not python311.is_symlink()
+    (cache / "python3.11" / "lib").unlink()
+    (cache / "python3.11" / "lib").symlink_to(tmp_path / "moved-away")
+    out, err = _version(checkout, cache).communicate(timeout=600)
+    assert out.strip() == "2.17.1", err
+    assert "installing Pants" not in err
+    prefix = subprocess.run(
+        [str(python311), "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True
+    )
+    assert prefix.stdout.strip() == str(cache / "python3.11"), prefix.stderr
+
+    # Off the convention (ML_TOOLCHAIN_ROOT here): said once, with the reason, then not again.
+    notices = [e for _, e in outputs if "will not share the team's cache" in e]
+    assert len(notices) >= 1 and "ML_TOOLCHAIN_ROOT moves the toolchain to" in notices[0]
+    assert "will not share the team's cache" not in err

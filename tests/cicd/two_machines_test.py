@@ -165,6 +165,9 @@ def test_a_second_machine_runs_nothing_the_first_one_cached(
             dist_digests(repo_b.root)["models/tiny_b/model.json"]
             == dist_digests(repo_a.root)["models/tiny_b/model.json"]
         )
+        # inputs_digest follows the model's inputs: the edited model's changed, the other's not.
+        edited = json.loads(repo_b.read("dist/models/tiny_a/model.json"))
+        assert edited["inputs_digest"] != model_json["inputs_digest"]
 
 
 def test_a_machine_off_the_convention_builds_and_is_told_once(

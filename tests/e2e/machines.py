@@ -47,10 +47,7 @@ def namespace_prefix() -> list[str]:
 
 
 def _real_pyenv_root() -> Path:
-    found = subprocess.run(["pyenv", "root"], capture_output=True, text=True)
-    if found.returncode == 0 and found.stdout.strip():
-        return Path(found.stdout.strip())
-    return Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    return Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
 
 
 def copy_interpreters(destination: Path) -> Path:
