@@ -120,21 +120,23 @@ def test_a_second_machine_runs_nothing_the_first_one_cached(
         assert run_b.trained == [], run_b.output
         assert _ASSEMBLED.findall(run_b.output) == [], run_b.output
 
-        # Every step that Pants caches remotely came from A's results: no pytest run, PEX build,
-        # training or image layer ran again on B.
-        b_log = Log.read(logs / "B.jsonl")
-        ran_again = [
-            p["description"]
-            for p in b_log.processes
-            if p["cache_scope"] in REMOTE_CACHEABLE and p["source"] == "Ran"
-        ]
-        explanation = diff(Log.read(logs / "A.jsonl"), b_log)
-        assert ran_again == [], explanation
+        # The property itself: every step Pants caches remotely has, on B, a key that A wrote.
+        a_log, b_log = Log.read(logs / "A.jsonl"), Log.read(logs / "B.jsonl")
+        explanation = diff(a_log, b_log)
+        a_keys = {p["key"] for p in a_log.processes}
+        cacheable = [p for p in b_log.processes if p["cache_scope"] in REMOTE_CACHEABLE]
+        assert [p["description"] for p in cacheable if p["key"] not in a_keys] == [], explanation
+        # So B ran nothing for lack of a hit. Pants 2.17 starts a step locally while it asks the
+        # cache (speculation); a short step may finish first under load: only such races may run
+        # again, and never a training, an image or a test.
+        ran_again = [p["description"] for p in cacheable if p["source"] == "Ran"]
+        lost_races = counters(run_b).get("remote_cache_speculation_local_completed_first", 0)
+        assert len(ran_again) <= lost_races, explanation
+        assert not [d for d in ran_again if d.startswith(("Train", "Assembling", "Run Pytest"))]
         assert any(
             p["source"] == "HitRemotely" and p["description"].startswith("Run Pytest")
             for p in b_log.processes
         ), explanation
-        assert counters(run_b).get("remote_cache_requests_uncached", 0) == 0, run_b.output
         assert b.toolchain_installed(), "B must run its own Pants install, not A's"
 
         # Byte-identical artifacts: models (model.json's inputs_digest included), image tars and
