@@ -98,7 +98,8 @@ async def publish_model_image(
     buildroot: BuildRoot,
 ) -> PublishProcesses:
     [package] = request.packages
-    tar, _, summary_path, _, _, sbom, statement = (a.relpath for a in package.artifacts)
+    # The artifacts of `package_model_image`, in its order.
+    tar, _, summary_path, _, sbom, statement = (a.relpath for a in package.artifacts)
     assert tar and summary_path and sbom and statement
     contents = await Get(DigestContents, Digest, package.digest)
     summary = json.loads(next(c.content for c in contents if c.path == summary_path))
