@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.registry.testing import running_registry, tiny_image
+from infra.registry.testing import SYSTEM_PATH, running_registry, tiny_image
 from mlbuild.oci.registry_client import Registry, RegistryError
 
 
@@ -51,7 +51,7 @@ def test_serves_tls_checks_passwords_and_keeps_digests(tmp_path: Path) -> None:
         # A second start reuses the running registry.
         again = subprocess.run(
             ["infra/registry/start"],
-            env={"REGISTRY_DIR": str(tmp_path / "registry"), "REGISTRY_INSTALL": "0", "PATH": registry.env["PATH"]},
+            env={"REGISTRY_DIR": str(tmp_path / "registry"), "REGISTRY_INSTALL": "0", "PATH": SYSTEM_PATH},
             capture_output=True,
             text=True,
         )

@@ -65,7 +65,7 @@ def running_registry(directory: Path) -> Iterator[TestRegistry]:
         if line.startswith("export ")
     )
     try:
-        yield TestRegistry(exported["REGISTRY"], {**exported, "PATH": env["PATH"]}, directory)
+        yield TestRegistry(exported["REGISTRY"], exported, directory)
     finally:
         subprocess.run([str(SCRIPTS / "stop")], env=env, capture_output=True, check=False)
 

@@ -113,8 +113,9 @@ def push_image(registry: Registry, repository: str, tag: str, tar: str, digest: 
     size = sum(layer["size"] for layer in missing)
     return [
         f"{where}: pushed as {registry.host}/{repository}:{tag}",
-        f"  {len(missing)} of {len(layers)} layers uploaded ({size / 1e6:.1f} MB), "
-        f"{len(layers) - len(missing)} already in the registry",
+        f"  layers: {len(missing)} of {len(layers)} new to {repository} ({size / 1e6:.1f} MB; "
+        "skopeo mounts those it pushed to another repository here instead of uploading them), "
+        f"{len(layers) - len(missing)} already there",
     ]
 
 
