@@ -32,10 +32,10 @@ from pathlib import Path
 
 import yaml
 
+from infra.deploy import verify as verify_lib
+
 # The generator pants-plugins/mlbuild/k8s_manifest.py (infra/deploy/deploy puts it on the path).
 from mlbuild import k8s_manifest as manifest_lib
-
-from infra.deploy import verify as verify_lib
 
 PREVIOUS_PLACEHOLDER = "<previous image>"
 

@@ -28,7 +28,9 @@ from mlbuild.oci.registry_client import Registry, RegistryError
 
 DEFAULT_KEY = Path(__file__).resolve().parent.parent / "keys" / "provenance.pub"
 DEFAULT_MAIN_REF = "origin/main"
-_IMAGE = re.compile(r"(?P<host>[^/]+)/(?P<repository>[a-z0-9][a-z0-9._\-/]*)@(?P<digest>sha256:[0-9a-f]{64})")
+_IMAGE = re.compile(
+    r"(?P<host>[^/]+)/(?P<repository>[a-z0-9][a-z0-9._\-/]*)@(?P<digest>sha256:[0-9a-f]{64})"
+)
 
 
 class VerificationError(Exception):
@@ -54,8 +56,8 @@ def parse_image(image: str) -> tuple[str, str, str]:
 
 
 def source_commit(statement: dict) -> str:
-    for dependency in statement.get("predicate", {}).get("buildDefinition", {}).get(
-        "resolvedDependencies", []
+    for dependency in (
+        statement.get("predicate", {}).get("buildDefinition", {}).get("resolvedDependencies", [])
     ):
         commit = dependency.get("digest", {}).get("gitCommit")
         if commit:
@@ -88,11 +90,15 @@ def check_statement(envelope: dict, key: Path, digest: str, main_ref: str, repo:
             f"digest mismatch: the signed statement is about {subjects}, the manifest pins {digest}"
         )
     if statement.get("predicateType") != "https://slsa.dev/provenance/v1":
-        raise VerificationError(f"predicateType {statement.get('predicateType')!r} is not SLSA provenance v1")
+        raise VerificationError(
+            f"predicateType {statement.get('predicateType')!r} is not SLSA provenance v1"
+        )
     commit = source_commit(statement)
     check_on_main(commit, main_ref, repo)
     run = statement["predicate"].get("runDetails", {})
-    return Verified("", commit, run.get("builder", {}).get("id", ""), envelope["signatures"][0].get("keyid", ""))
+    return Verified(
+        "", commit, run.get("builder", {}).get("id", ""), envelope["signatures"][0].get("keyid", "")
+    )
 
 
 def verify(
@@ -129,9 +135,7 @@ def verify(
                     failures.append(f"{descriptor['digest']}: {e}")
     except RegistryError as e:
         raise VerificationError(f"registry: {e}") from None
-    raise VerificationError(
-        f"no provenance of {image} passes:\n  " + "\n  ".join(failures)
-    )
+    raise VerificationError(f"no provenance of {image} passes:\n  " + "\n  ".join(failures))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,14 +150,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VerificationError as e:
         print(f"verify: REFUSED {args.image}: {e}", file=sys.stderr)
         return 1
-    print(f"verify: {args.image} built from {verified.commit} by {verified.builder or '?'}, signed by {verified.key_id}")
+    print(
+        f"verify: {args.image} built from {verified.commit} by {verified.builder or '?'}, signed by {verified.key_id}"
+    )
     return 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--key", type=Path, default=DEFAULT_KEY, help="the trusted (CI's) public key")
-    parser.add_argument("--main-ref", default=DEFAULT_MAIN_REF, help="the commit must be on this ref")
-    parser.add_argument("--repo", type=Path, default=Path("."), help="the git repository to check in")
+    parser.add_argument(
+        "--key", type=Path, default=DEFAULT_KEY, help="the trusted (CI's) public key"
+    )
+    parser.add_argument(
+        "--main-ref", default=DEFAULT_MAIN_REF, help="the commit must be on this ref"
+    )
+    parser.add_argument(
+        "--repo", type=Path, default=Path("."), help="the git repository to check in"
+    )
 
 
 if __name__ == "__main__":

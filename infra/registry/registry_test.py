@@ -33,7 +33,9 @@ def test_serves_tls_checks_passwords_and_keeps_digests(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
             status(url, None)  # the system's CAs do not know the registry's own CA
         # Nothing secret lives in the repository: the CA, key and password are in the directory.
-        assert Path(ca).is_relative_to(tmp_path) and Path(registry.env["REGISTRY_AUTH_FILE"]).is_relative_to(tmp_path)
+        assert Path(ca).is_relative_to(tmp_path) and Path(
+            registry.env["REGISTRY_AUTH_FILE"]
+        ).is_relative_to(tmp_path)
 
         digest = tiny_image(tmp_path / "image", b"hello")
         with Registry(registry.host, registry.env) as client:
@@ -51,7 +53,11 @@ def test_serves_tls_checks_passwords_and_keeps_digests(tmp_path: Path) -> None:
         # A second start reuses the running registry.
         again = subprocess.run(
             ["infra/registry/start"],
-            env={"REGISTRY_DIR": str(tmp_path / "registry"), "REGISTRY_INSTALL": "0", "PATH": SYSTEM_PATH},
+            env={
+                "REGISTRY_DIR": str(tmp_path / "registry"),
+                "REGISTRY_INSTALL": "0",
+                "PATH": SYSTEM_PATH,
+            },
             capture_output=True,
             text=True,
         )

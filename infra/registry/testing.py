@@ -94,7 +94,11 @@ def tiny_image(layout: Path, content: bytes, tag: str = "latest") -> str:
     diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
     config = blob(
         canonical_json(
-            {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            }
         )
     )
     manifest = blob(
@@ -128,8 +132,12 @@ def tiny_image(layout: Path, content: bytes, tag: str = "latest") -> str:
 def make_key(directory: Path, name: str) -> tuple[Path, Path]:
     """A throwaway ed25519 key pair (private, public PEM files) in directory."""
     private, public = directory / f"{name}.key", directory / f"{name}.pub"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(private)], check=True)
-    subprocess.run(["openssl", "pkey", "-in", str(private), "-pubout", "-out", str(public)], check=True)
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(private)], check=True
+    )
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(private), "-pubout", "-out", str(public)], check=True
+    )
     return private, public
 
 
@@ -178,5 +186,8 @@ def attach_envelope(registry: TestRegistry, image: str, envelope: dict) -> None:
         }
         content = canonical_json(envelope)
         referrers.attach(
-            client, repository, subject, [referrers.Artifact(referrers.PROVENANCE_TYPE, content, {})]
+            client,
+            repository,
+            subject,
+            [referrers.Artifact(referrers.PROVENANCE_TYPE, content, {})],
         )

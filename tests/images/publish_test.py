@@ -49,7 +49,12 @@ def publish(
     variables = {"PROVENANCE_SIGNING_KEY": str(key), "CI_PIPELINE_ID": "4242", **env}
     return subprocess.run(
         argv,
-        env={"PATH": testing.SYSTEM_PATH, "PYTHONPATH": ":".join(sys.path), **registry.env, **variables},
+        env={
+            "PATH": testing.SYSTEM_PATH,
+            "PYTHONPATH": ":".join(sys.path),
+            **registry.env,
+            **variables,
+        },
         capture_output=True,
         text=True,
     )
@@ -83,7 +88,9 @@ def test_pushes_the_image_by_digest_with_sbom_and_signed_provenance(world) -> No
     layer_digests = {layer["digest"][7:] for layer in image.summary["layers"]}
     assert layer_digests <= set(registry.uploads())
 
-    statement = dsse.statement_of(json.loads(attached(world, image, referrers.PROVENANCE_TYPE)), str(public_key))
+    statement = dsse.statement_of(
+        json.loads(attached(world, image, referrers.PROVENANCE_TYPE)), str(public_key)
+    )
     assert statement["subject"][0]["digest"]["sha256"] == digest[7:]
     dependencies = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
     assert dependencies[0]["digest"] == {"gitCommit": git(repo, "rev-parse", "HEAD")}
@@ -95,7 +102,9 @@ def test_pushes_the_image_by_digest_with_sbom_and_signed_provenance(world) -> No
     sbom = json.loads(attached(world, image, referrers.SBOM_TYPE))
     assert sbom == json.loads((DIST / "image_a.sbom.cdx.json").read_text())
     # And deploy's verification accepts it.
-    verified = verify.verify(f"{registry.host}/ml/fixture_a@{digest}", public_key, "main", repo, registry.env)
+    verified = verify.verify(
+        f"{registry.host}/ml/fixture_a@{digest}", public_key, "main", repo, registry.env
+    )
     assert verified.commit == git(repo, "rev-parse", "HEAD")
 
 
@@ -114,7 +123,8 @@ def test_a_second_image_uploads_only_its_own_blobs(world) -> None:
     result = publish(world, "image_b")
     assert result.returncode == 0, result.stderr
     uploaded = set(world[0].uploads()) - before
-    shared = {l["digest"][7:] for l in a.summary["layers"]} & {l["digest"][7:] for l in b.summary["layers"]}
+    layers_a, layers_b = ({x["digest"][7:] for x in i.summary["layers"]} for i in (a, b))
+    shared = layers_a & layers_b
     assert len(shared) == 3  # base, requirements, code: the models differ
     assert not uploaded & shared
     assert b.summary["layers"][-1]["digest"][7:] in uploaded
@@ -156,10 +166,17 @@ def test_the_sbom_lists_every_deb_and_wheel_with_version_and_hash_and_the_model(
             installed = {
                 m.group(1).lower().replace("_", "-"): m.group(2)
                 for name in layer.getnames()
-                if (m := re.fullmatch(r"opt/python/site-packages/([^/]+)-([^-/]+)\.dist-info", name))
+                if (
+                    m := re.fullmatch(r"opt/python/site-packages/([^/]+)-([^-/]+)\.dist-info", name)
+                )
             }
-    wheels = {c["name"]: c["version"] for c in components if c.get("purl", "").startswith("pkg:pypi/")}
+    wheels = {
+        c["name"]: c["version"] for c in components if c.get("purl", "").startswith("pkg:pypi/")
+    }
     assert wheels == installed and len(wheels) > 5
     [model] = [c for c in components if c["type"] == "machine-learning-model"]
     labels = image.config["config"]["Labels"]
-    assert (model["name"], model["version"]) == ("fixture_a", labels["org.opencontainers.image.version"])
+    assert (model["name"], model["version"]) == (
+        "fixture_a",
+        labels["org.opencontainers.image.version"],
+    )

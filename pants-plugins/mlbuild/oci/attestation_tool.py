@@ -58,7 +58,11 @@ def normalise_name(name: str) -> str:
 
 
 def deb_component(pin: dict, distribution: str, architecture: str) -> dict:
-    arch = pin["filename"].rsplit("_", 1)[-1].removesuffix(".deb") if "_" in pin["filename"] else architecture
+    arch = (
+        pin["filename"].rsplit("_", 1)[-1].removesuffix(".deb")
+        if "_" in pin["filename"]
+        else architecture
+    )
     purl = f"pkg:deb/debian/{pin['name']}@{pin['version']}?arch={arch}&distro=debian-{distribution}"
     return {
         "type": "library",
@@ -110,7 +114,9 @@ def model_component(model: dict) -> dict:
         "bom-ref": f"model:{model['name']}@{model.get('version', '')}",
         "name": model["name"],
         "version": model.get("version", ""),
-        "hashes": [{"alg": "SHA-256", "content": artifact["sha256"]}] if artifact.get("sha256") else [],
+        "hashes": [{"alg": "SHA-256", "content": artifact["sha256"]}]
+        if artifact.get("sha256")
+        else [],
         "properties": [{"name": k, "value": str(v)} for k, v in properties if v],
     }
 
@@ -193,7 +199,10 @@ def statement(
     return {
         "_type": STATEMENT_TYPE,
         "subject": [
-            {"name": summary["repository"], "digest": {"sha256": summary["digest"].split(":", 1)[1]}}
+            {
+                "name": summary["repository"],
+                "digest": {"sha256": summary["digest"].split(":", 1)[1]},
+            }
         ],
         "predicateType": SLSA_PROVENANCE,
         "predicate": {

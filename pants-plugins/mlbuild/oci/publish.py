@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from pants.base.build_root import BuildRoot
 from pants.core.goals.publish import (
     PublishFieldSet,
     PublishOutputData,
@@ -22,12 +23,11 @@ from pants.core.util_rules.adhoc_binaries import PythonBuildStandaloneBinary
 from pants.core.util_rules.distdir import DistDir
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
 from pants.engine.fs import CreateDigest, Digest, DigestContents, FileContent, MergeDigests
-from pants.base.build_root import BuildRoot
 from pants.engine.process import InteractiveProcess
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.util.resources import read_resource
 
-from mlbuild.oci.rules import ModelImageFieldSet, OciSubsystem
+from mlbuild.oci.rules import OciSubsystem
 from mlbuild.oci.target_types import (
     ModelImageBaseField,
     ModelImageModelField,
@@ -80,7 +80,10 @@ class PublishTool:
 
 @rule
 async def setup_publish_tool() -> PublishTool:
-    files = [FileContent("__mlbuild/mlbuild/__init__.py", b""), FileContent("__mlbuild/mlbuild/oci/__init__.py", b"")]
+    files = [
+        FileContent("__mlbuild/mlbuild/__init__.py", b""),
+        FileContent("__mlbuild/mlbuild/oci/__init__.py", b""),
+    ]
     for module in PUBLISH_MODULES:
         content = read_resource("mlbuild.oci", module)
         assert content is not None, f"mlbuild/oci/{module} is missing"
@@ -131,7 +134,9 @@ async def publish_model_image(
         env={**env, "PYTHONPATH": "__mlbuild"},
         input_digest=input_digest,
     )
-    return PublishProcesses([PublishPackages(names=(name,), process=process, description=oci.registry)])
+    return PublishProcesses(
+        [PublishPackages(names=(name,), process=process, description=oci.registry)]
+    )
 
 
 def rules():

@@ -111,9 +111,7 @@ def attach(
     entries = json.loads(existing)["manifests"] if existing else []
     new_digests = {d["digest"] for d in descriptors}
     merged = [e for e in entries if e.get("digest") not in new_digests] + descriptors
-    index = canonical_json(
-        {"schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": merged}
-    )
+    index = canonical_json({"schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": merged})
     registry.put_manifest(repository, tag, index, MEDIA_TYPE_INDEX)
     return [d["digest"] for d in descriptors]
 

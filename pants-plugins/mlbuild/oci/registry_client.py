@@ -85,7 +85,7 @@ class Registry:
         else:
             self._auth_file = None
 
-    def __enter__(self) -> "Registry":
+    def __enter__(self) -> Registry:
         return self
 
     def __exit__(self, *exc: object) -> None:

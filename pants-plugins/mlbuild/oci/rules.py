@@ -59,9 +59,9 @@ from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import (
     FieldSetsPerTarget,
     FieldSetsPerTargetRequest,
-    Target,
     HydratedSources,
     HydrateSourcesRequest,
+    Target,
     Targets,
     TransitiveTargets,
     TransitiveTargetsRequest,
@@ -75,7 +75,6 @@ from pants.util.strutil import help_text
 from pants.version import VERSION as PANTS_VERSION
 
 from mlbuild import k8s_manifest
-from mlbuild.target_types import ModelFrameworkField, ModelResolveField
 from mlbuild.oci.target_types import (
     DebianPackagesSourceField,
     ModelImageArgsField,
@@ -87,6 +86,7 @@ from mlbuild.oci.target_types import (
     ModelImageRepositoryField,
     ModelImageServerField,
 )
+from mlbuild.target_types import ModelFrameworkField, ModelResolveField
 
 # Where the layers put things inside the image.
 PYTHON = "/usr/bin/python3.11"
@@ -426,7 +426,9 @@ class ImageAttestations:
     statement: str
 
 
-def _lockfile_paths(server_resolve: str, model: Target, python_setup: PythonSetup) -> Dict[str, str]:
+def _lockfile_paths(
+    server_resolve: str, model: Target, python_setup: PythonSetup
+) -> Dict[str, str]:
     """The lockfiles of the server's resolve and of the model's, by resolve name."""
     names = [server_resolve]
     if model.has_field(ModelResolveField) and model.has_field(ModelFrameworkField):
