@@ -3,6 +3,7 @@
     infra/deploy/deploy --manifest k8s.yaml --smoke-cmd 'python smoke.py' [--namespace NS]
     infra/deploy/deploy --name digits-cnn-torch --image repo@sha256:<hex> --port 8081 --smoke-cmd ...
     infra/deploy/deploy ... --dry-run          # prints every command, runs none
+    infra/deploy/deploy --manifest k8s.yaml --verify-only   # the verification alone
 
 Steps: verify the image (infra/deploy/verify.py: its provenance in the registry is signed by
 the CI key, is about exactly this digest, and names a commit on main; otherwise nothing at all is
@@ -193,12 +194,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="...on this gRPC port")
     parser.add_argument("--namespace", help="default: the manifest's, else 'default'")
     parser.add_argument(
-        "--smoke-cmd", required=True, help="shell command; exit 0 = the server answers"
+        "--smoke-cmd", help="shell command; exit 0 = the server answers (required to deploy)"
     )
     parser.add_argument("--timeout", default="180s", help="for each `kubectl rollout status`")
     parser.add_argument("--kubectl", default="kubectl")
     parser.add_argument("--record", type=Path, help="write the JSON record of this deployment here")
     parser.add_argument("--dry-run", action="store_true", help="print every command, run none")
+    parser.add_argument(
+        "--verify-only", action="store_true", help="verify the image, touch no cluster"
+    )
     verify_lib.add_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -207,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         generated and not (args.name and args.image and args.port)
     ):
         parser.error("give either --manifest, or all of --name, --image and --port")
+    if not args.smoke_cmd and not args.verify_only:
+        parser.error("--smoke-cmd is required (unless --verify-only)")
     try:
         if generated:
             docs = manifest_lib.manifests(
@@ -233,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"by {verified.builder or '?'}, signed by {verified.key_id}",
             flush=True,
         )
+        if args.verify_only:
+            return 0
         record = deploy(target, args.smoke_cmd, args.kubectl, args.timeout, args.dry_run)
     if args.record:
         args.record.write_text(json.dumps(asdict(record), indent=2) + "\n")

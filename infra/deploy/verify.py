@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 from mlbuild.oci import dsse, referrers
 from mlbuild.oci.registry_client import Registry, RegistryError
 
+# DEPLOY_TRUSTED_KEY and DEPLOY_MAIN_REF override these defaults (as --key and --main-ref do).
 DEFAULT_KEY = Path(__file__).resolve().parent.parent / "keys" / "provenance.pub"
 DEFAULT_MAIN_REF = "origin/main"
 _IMAGE = re.compile(
@@ -158,10 +160,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--key", type=Path, default=DEFAULT_KEY, help="the trusted (CI's) public key"
+        "--key",
+        type=Path,
+        default=Path(os.environ.get("DEPLOY_TRUSTED_KEY") or DEFAULT_KEY),
+        help="the trusted (CI's) public key",
     )
     parser.add_argument(
-        "--main-ref", default=DEFAULT_MAIN_REF, help="the commit must be on this ref"
+        "--main-ref",
+        default=os.environ.get("DEPLOY_MAIN_REF") or DEFAULT_MAIN_REF,
+        help="the commit must be on this ref",
     )
     parser.add_argument(
         "--repo", type=Path, default=Path("."), help="the git repository to check in"
