@@ -81,7 +81,9 @@ def check_on_main(commit: str, main_ref: str, repo: Path) -> None:
         raise VerificationError(f"commit {commit} is not on {main_ref}")
 
 
-def check_statement(envelope: dict, key: Path, digest: str, main_ref: str, repo: Path) -> Verified:
+def check_statement(
+    image: str, envelope: dict, key: Path, digest: str, main_ref: str, repo: Path
+) -> Verified:
     try:
         statement = dsse.statement_of(envelope, str(key))
     except dsse.SignatureError as e:
@@ -99,7 +101,10 @@ def check_statement(envelope: dict, key: Path, digest: str, main_ref: str, repo:
     check_on_main(commit, main_ref, repo)
     run = statement["predicate"].get("runDetails", {})
     return Verified(
-        "", commit, run.get("builder", {}).get("id", ""), envelope["signatures"][0].get("keyid", "")
+        image,
+        commit,
+        run.get("builder", {}).get("id", ""),
+        envelope["signatures"][0].get("keyid", ""),
     )
 
 
@@ -131,8 +136,7 @@ def verify(
                 try:
                     content = referrers.fetch(registry, repository, digest, descriptor)
                     envelope = json.loads(content)
-                    verified = check_statement(envelope, key, digest, main_ref, repo)
-                    return Verified(image, verified.commit, verified.builder, verified.key_id)
+                    return check_statement(image, envelope, key, digest, main_ref, repo)
                 except (VerificationError, ValueError, KeyError) as e:
                     failures.append(f"{descriptor['digest']}: {e}")
     except RegistryError as e:
