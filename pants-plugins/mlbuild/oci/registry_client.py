@@ -7,7 +7,8 @@ files. The one thing skopeo 1.9 cannot push is an OCI image index without conver
 single manifest PUT is done here with urllib.
 
 Configuration, from the environment (never the repository):
-  REGISTRY_AUTH_FILE        a containers/docker credentials file ({"auths": {host: {"auth"}}})
+  REGISTRY_AUTH_FILE        a containers/docker credentials file ({"auths": {host: {"auth"}}});
+                            default: the files `podman login` and `docker login` write
   REGISTRY_USERNAME with REGISTRY_PASSWORD or REGISTRY_PASSWORD_FILE   (instead of the file)
   REGISTRY_CA_CERT          a CA certificate to trust for the registry (else the system's)
 Standard library only: runs in Pants's Python (`pants publish`) and in python-default.
@@ -44,11 +45,22 @@ def _credentials(host: str, env: Mapping[str, str]) -> Optional[Tuple[str, str]]
         return username, password
     auth_file = env.get("REGISTRY_AUTH_FILE")
     if auth_file:
+        candidates = [auth_file]
+    else:  # where `podman login` / `skopeo login` and `docker login` write
+        home = env.get("HOME", "")
+        candidates = [
+            f"{env.get('XDG_RUNTIME_DIR', '')}/containers/auth.json",
+            f"{home}/.config/containers/auth.json",
+            f"{home}/.docker/config.json",
+        ]
+    for path in candidates:
+        if path != auth_file and not os.path.isfile(path):
+            continue
         try:
-            with open(auth_file) as f:
+            with open(path) as f:
                 entry = json.load(f).get("auths", {}).get(host)
         except (OSError, ValueError) as e:
-            raise RegistryError(f"REGISTRY_AUTH_FILE={auth_file}: {e}") from None
+            raise RegistryError(f"credentials file {path}: {e}") from None
         if entry and entry.get("auth"):
             user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
             return user, secret
