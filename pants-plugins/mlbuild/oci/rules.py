@@ -113,9 +113,10 @@ class OciSubsystem(Subsystem):
         default="registry.example.com",
         help=help_text(
             """
-            The registry the images are pushed to: the Kubernetes manifest that `pants package`
-            writes beside each image (`dist/deploy/<model name>.yaml`) pulls
-            `<registry>/<repository>@sha256:<digest>`. Empty: the repository alone.
+            The registry (`host[:port]`) that `pants publish` pushes the images to, and that the
+            Kubernetes manifest `pants package` writes beside each image
+            (`dist/deploy/<model name>.yaml`) pulls `<registry>/<repository>@sha256:<digest>` from.
+            CI sets it with `PANTS_OCI_REGISTRY`. Empty: the repository alone, and `publish` skips.
             """
         ),
     )
