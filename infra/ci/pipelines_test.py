@@ -3,7 +3,8 @@
 - run `./pants --pants-config-files=pants.ci.toml --changed-since=<base>
   --changed-dependents=transitive` with the goals lint, test and package;
 - take <base> from infra/ci/changed-base, given the target branch on a merge/pull request;
-- deploy only from main.
+- deploy only from main, with infra/ci/deploy-changed (publish, verify, deploy the changed
+  images), given the registry's credentials and the signing key as secret files.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def as_script(commands: str | list[str]) -> str:
 
 
 def test_github_actions() -> None:
-    workflow = yaml.safe_load((CI / "github-actions.yml").read_text())
+    # GitHub runs workflows from .github/workflows/ only.
+    workflow = yaml.safe_load(Path(".github/workflows/ci.yml").read_text())
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
     assert set(triggers) == {"pull_request", "push"}
     assert triggers["push"] == {"branches": ["main"]}
@@ -87,6 +89,17 @@ def test_github_actions() -> None:
     assert deploy["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
     deploy_script = as_script([step["run"] for step in deploy["steps"] if "run" in step])
     assert DEPLOY_COMMAND in deploy_script and "pants.ci.toml" in deploy_script
+    [deploy_step] = [step for step in deploy["steps"] if DEPLOY_COMMAND in step.get("run", "")]
+    assert deploy_step["env"]["SIGNING_KEY_PEM"] == "${{ secrets.PROVENANCE_SIGNING_KEY }}"
+    assert deploy_step["env"]["REGISTRY_AUTH_JSON"] == "${{ secrets.REGISTRY_AUTH_JSON }}"
+    assert "PANTS_OCI_REGISTRY" in deploy_step["env"]
+    # The secrets become files (umask 077) before the deploy command runs.
+    run = deploy_step["run"]
+    assert (
+        run.index("umask 077")
+        < run.index('> "$PROVENANCE_SIGNING_KEY"')
+        < run.index(DEPLOY_COMMAND)
+    )
 
 
 # ---------------------------------------------------------------------------------- GitLab
@@ -173,6 +186,11 @@ def test_jenkinsfile() -> None:
         "not { changeRequest() }",
     ]
     assert [cmd.split()[0] for cmd in jenkins_shell(deploy)] == [DEPLOY_COMMAND]
+    [credentials] = re.findall(r"withCredentials\(\[(.*?)\]\)", deploy, re.S)
+    assert re.findall(r"variable: '(\w+)'", credentials) == [
+        "REGISTRY_AUTH_FILE",
+        "PROVENANCE_SIGNING_KEY",
+    ]
     assert all(DEPLOY_COMMAND not in body for name, body in stages.items() if name != "Deploy")
 
 

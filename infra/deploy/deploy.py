@@ -3,8 +3,11 @@
     infra/deploy/deploy --manifest k8s.yaml --smoke-cmd 'python smoke.py' [--namespace NS]
     infra/deploy/deploy --name digits-cnn-torch --image repo@sha256:<hex> --port 8081 --smoke-cmd ...
     infra/deploy/deploy ... --dry-run          # prints every command, runs none
+    infra/deploy/deploy --manifest k8s.yaml --verify-only   # the verification alone
 
-Steps: record the image the Deployment runs now (the previous digest), `kubectl apply` the
+Steps: verify the image (infra/deploy/verify.py: its provenance in the registry is signed by
+the CI key, is about exactly this digest, and names a commit on main; otherwise nothing at all is
+run against the cluster and the deploy is refused), record the image the Deployment runs now (the previous digest), `kubectl apply` the
 manifest, wait for `kubectl rollout status`, run the smoke inference (`--smoke-cmd`, a shell
 command that gets DEPLOY_NAME, DEPLOY_NAMESPACE, DEPLOY_IMAGE and DEPLOY_PORT and must exit 0).
 If the rollout or the smoke test fails, the Deployment goes back to the recorded digest
@@ -12,7 +15,7 @@ If the rollout or the smoke test fails, the Deployment goes back to the recorded
 back to, so the new objects are deleted. A JSON record of what happened goes to `--record`.
 
 Exit status: 0 deployed; 1 failed and rolled back; 2 usage error; 3 failed and the rollback
-failed too (someone must look).
+failed too (someone must look); 4 refused: the image did not pass verification.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+
+from infra.deploy import verify as verify_lib
 
 # The generator pants-plugins/mlbuild/k8s_manifest.py (infra/deploy/deploy puts it on the path).
 from mlbuild import k8s_manifest as manifest_lib
@@ -167,7 +172,14 @@ def rollback(k: Kubectl, target: Target, record: Record, deployment: str, timeou
     )
 
 
-EXIT_CODES = {"deployed": 0, "dry run": 0, "rolled back": 1, "not started": 1, "rollback failed": 3}
+EXIT_CODES = {
+    "deployed": 0,
+    "dry run": 0,
+    "rolled back": 1,
+    "not started": 1,
+    "rollback failed": 3,
+    "refused": 4,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,12 +194,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="...on this gRPC port")
     parser.add_argument("--namespace", help="default: the manifest's, else 'default'")
     parser.add_argument(
-        "--smoke-cmd", required=True, help="shell command; exit 0 = the server answers"
+        "--smoke-cmd", help="shell command; exit 0 = the server answers (required to deploy)"
     )
     parser.add_argument("--timeout", default="180s", help="for each `kubectl rollout status`")
     parser.add_argument("--kubectl", default="kubectl")
     parser.add_argument("--record", type=Path, help="write the JSON record of this deployment here")
     parser.add_argument("--dry-run", action="store_true", help="print every command, run none")
+    parser.add_argument(
+        "--verify-only", action="store_true", help="verify the image, touch no cluster"
+    )
+    verify_lib.add_arguments(parser)
     args = parser.parse_args(argv)
 
     generated = args.name or args.image or args.port
@@ -195,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         generated and not (args.name and args.image and args.port)
     ):
         parser.error("give either --manifest, or all of --name, --image and --port")
+    if not args.smoke_cmd and not args.verify_only:
+        parser.error("--smoke-cmd is required (unless --verify-only)")
     try:
         if generated:
             docs = manifest_lib.manifests(
@@ -209,7 +227,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, KeyError, StopIteration, yaml.YAMLError) as e:
         parser.error(f"bad manifest: {e!r}")
 
-    record = deploy(target, args.smoke_cmd, args.kubectl, args.timeout, args.dry_run)
+    try:
+        verified = verify_lib.verify(target.image, args.key, args.main_ref, args.repo)
+    except verify_lib.VerificationError as e:
+        record = Record(target.name, target.namespace, target.image, outcome="refused")
+        record.failure = f"verification: {e}"
+        print(f"refusing to deploy {target.image}: {e}", file=sys.stderr)
+    else:
+        print(
+            f"verified {target.image}: built from commit {verified.commit} "
+            f"by {verified.builder or '?'}, signed by {verified.key_id}",
+            flush=True,
+        )
+        if args.verify_only:
+            return 0
+        record = deploy(target, args.smoke_cmd, args.kubectl, args.timeout, args.dry_run)
     if args.record:
         args.record.write_text(json.dumps(asdict(record), indent=2) + "\n")
     print(

@@ -9,6 +9,7 @@ from mlbuild import (
     ruff_format,
 )
 from mlbuild.grpc_codegen import GrpcPythonProtoTarget
+from mlbuild.oci import publish as oci_publish
 from mlbuild.oci import rules as oci_rules
 from mlbuild.oci.target_types import DebianPackagesTarget, ModelImageTarget
 from mlbuild.target_types import MlDatasetTarget, MlModelTarget
@@ -32,5 +33,6 @@ def rules():
         *grpc_codegen.rules(),
         *ruff_format.rules(),
         *oci_rules.rules(),
+        *oci_publish.rules(),
         *execution_log.rules(),
     ]

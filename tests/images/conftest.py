@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from infra.registry import testing
+from mlbuild.oci.registry_client import Registry
+
 DIST = Path("tests.images")
 
 
@@ -107,14 +110,33 @@ def docker_client():
     client.close()
 
 
-def load_and_run(client, image: Image):
-    """Loads the image tar into the engine and starts it locked down (read-only root filesystem,
-    no capabilities, no privilege escalation) with port 8500 published on 127.0.0.1."""
-    [loaded] = client.images.load(image.tar.read_bytes())
-    assert loaded.id == image.summary["image_id"]
-    assert image.summary["reference"] in loaded.tags
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """A registry of the tests' own (TLS, basic auth, free port) that the engine pulls from."""
+    with testing.running_registry(tmp_path_factory.mktemp("registry")) as registry:
+        yield registry
+
+
+def pull_and_run(client, registry: testing.TestRegistry, image: Image):
+    """Pushes the image tar to the registry (as `pants publish` does), pulls it into the engine
+    by digest, as Kubernetes would from the manifest, and starts it locked down (read-only root
+    filesystem, no capabilities, no privilege escalation) with port 8500 published on 127.0.0.1.
+
+    The engine reaches the registry over TLS without checking its certificate: Docker treats
+    registries on 127.0.0.0/8 as insecure. Its password is checked."""
+    repository, digest = image.summary["repository"], image.summary["digest"]
+    with Registry(registry.host, registry.env) as client_of_registry:
+        client_of_registry.push(f"oci-archive:{image.tar}", repository, image.summary["tag"])
+    password = Path(registry.env["REGISTRY_PASSWORD_FILE"]).read_text().strip()
+    credentials = {"username": registry.env["REGISTRY_USERNAME"], "password": password}
+    pulled = client.images.pull(
+        f"{registry.host}/{repository}", tag=digest, auth_config=credentials
+    )
+    reference = f"{registry.host}/{repository}@{digest}"
+    assert pulled.id == image.summary["image_id"]
+    assert reference in pulled.attrs["RepoDigests"]
     return client.containers.run(
-        image.summary["reference"],
+        reference,
         detach=True,
         ports={"8500/tcp": ("127.0.0.1", None)},
         read_only=True,

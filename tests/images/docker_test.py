@@ -1,4 +1,5 @@
-"""The packaged image in a real Docker engine (Docker SDK): load, run as non-root, serve, stop.
+"""The packaged image in a real Docker engine (Docker SDK): pushed to a registry and pulled from it
+by digest, run as non-root, serve, stop.
 
 Skips, saying why, when no engine answers at DOCKER_HOST (start one with
 `export DOCKER_HOST="$(infra/docker/start-dockerd.sh)"`; pants.toml passes DOCKER_HOST to tests).
@@ -13,7 +14,7 @@ import docker
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.images.conftest import Image, load_and_run
+from tests.images.conftest import Image, pull_and_run
 
 
 def wait_for_event(container, name: str, timeout: float = 60) -> dict:
@@ -29,10 +30,10 @@ def wait_for_event(container, name: str, timeout: float = 60) -> dict:
     raise AssertionError(f"no {name!r} event; logs:\n{container.logs().decode()}")
 
 
-def test_loads_runs_as_nonroot_serves_and_stops_cleanly(
-    docker_client: docker.DockerClient, image_a: Image
+def test_pulls_by_digest_runs_as_nonroot_serves_and_stops_cleanly(
+    docker_client: docker.DockerClient, registry, image_a: Image
 ) -> None:
-    container = load_and_run(docker_client, image_a)
+    container = pull_and_run(docker_client, registry, image_a)
     try:
         ready = wait_for_event(container, "ready")
         assert (ready["uid"], ready["pid"], ready["model"]) == (65532, 1, "fixture_a")
@@ -51,4 +52,4 @@ def test_loads_runs_as_nonroot_serves_and_stops_cleanly(
         assert wait_for_event(container, "stopped")["model"] == "fixture_a"
     finally:
         container.remove(force=True)
-        docker_client.images.remove(image_a.summary["reference"], force=True)
+        docker_client.images.remove(image_a.summary["image_id"], force=True)

@@ -21,7 +21,7 @@ import pytest
 from models.common.datasets import load_dataset, split_dataset
 from serving.proto import open_inference_grpc_pb2 as pb
 from serving.testsupport import decode_outputs, raw_request, stub
-from tests.images.conftest import Image, chroot_command, load, load_and_run
+from tests.images.conftest import Image, chroot_command, load, pull_and_run
 
 MODEL = "digits_cnn_torch"
 
@@ -115,10 +115,10 @@ def test_unpacked_image_serves_correct_inferences(
             proc.kill()
 
 
-def test_container_serves_correct_inferences_as_nonroot(
-    docker_client, image: Image, test_images_and_expected
+def test_container_pulled_by_digest_serves_correct_inferences_as_nonroot(
+    docker_client, registry, image: Image, test_images_and_expected
 ) -> None:
-    container = load_and_run(docker_client, image)
+    container = pull_and_run(docker_client, registry, image)
     try:
         container.reload()
         port = int(container.attrs["NetworkSettings"]["Ports"]["8500/tcp"][0]["HostPort"])
@@ -135,4 +135,4 @@ def test_container_serves_correct_inferences_as_nonroot(
         assert container.wait(timeout=30)["StatusCode"] == 0
     finally:
         container.remove(force=True)
-        docker_client.images.remove(image.summary["reference"], force=True)
+        docker_client.images.remove(image.summary["image_id"], force=True)

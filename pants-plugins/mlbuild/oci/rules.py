@@ -20,6 +20,7 @@ from pants.backend.python.subsystems.setup import PythonSetup
 from pants.backend.python.target_types import (
     EntryPoint,
     PexEntryPointField,
+    PythonResolveField,
     ResolvedPexEntryPoint,
     ResolvePexEntryPointRequest,
 )
@@ -62,6 +63,7 @@ from pants.engine.target import (
     HydratedSources,
     HydrateSourcesRequest,
     SourcesField,
+    Target,
     Targets,
     TransitiveTargets,
     TransitiveTargetsRequest,
@@ -72,6 +74,7 @@ from pants.option.subsystem import Subsystem
 from pants.util.logging import LogLevel
 from pants.util.resources import read_resource
 from pants.util.strutil import help_text
+from pants.version import VERSION as PANTS_VERSION
 
 from mlbuild import k8s_manifest
 from mlbuild.oci.target_types import (
@@ -85,6 +88,7 @@ from mlbuild.oci.target_types import (
     ModelImageRepositoryField,
     ModelImageServerField,
 )
+from mlbuild.target_types import ModelFrameworkField, ModelResolveField
 
 # Where the layers put things inside the image.
 PYTHON = "/usr/bin/python3.11"
@@ -111,9 +115,10 @@ class OciSubsystem(Subsystem):
         default="registry.example.com",
         help=help_text(
             """
-            The registry the images are pushed to: the Kubernetes manifest that `pants package`
-            writes beside each image (`dist/deploy/<model name>.yaml`) pulls
-            `<registry>/<repository>@sha256:<digest>`. Empty: the repository alone.
+            The registry (`host[:port]`) that `pants publish` pushes the images to, and that the
+            Kubernetes manifest `pants package` writes beside each image
+            (`dist/deploy/<model name>.yaml`) pulls `<registry>/<repository>@sha256:<digest>` from.
+            CI sets it with `PANTS_OCI_REGISTRY`. Empty: the repository alone, and `publish` skips.
             """
         ),
     )
@@ -153,6 +158,10 @@ def apt_source_urls(root: str = "/etc/apt") -> Dict[str, str]:
 # ------------------------------------------------------------------------------------------
 
 
+# The plugin's scripts that run in processes, with Pants's own Python (standard library only).
+TOOL_SCRIPTS = ("oci_tool.py", "attestation_tool.py")
+
+
 @dataclass(frozen=True)
 class OciTool:
     python: str
@@ -161,10 +170,12 @@ class OciTool:
 
 @rule
 async def setup_oci_tool(python: PythonBuildStandaloneBinary) -> OciTool:
-    content = read_resource("mlbuild.oci", "oci_tool.py")
-    assert content is not None, "mlbuild/oci/oci_tool.py is missing"
-    digest = await Get(Digest, CreateDigest([FileContent("__oci_tool.py", content)]))
-    return OciTool(python.path, digest)
+    files = []
+    for script in TOOL_SCRIPTS:
+        content = read_resource("mlbuild.oci", script)
+        assert content is not None, f"mlbuild/oci/{script} is missing"
+        files.append(FileContent(f"__{script}", content))
+    return OciTool(python.path, await Get(Digest, CreateDigest(files)))
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,7 @@ class OciToolRequest:
     # INFO for the image assembly: "Completed: Assembling the image <address>" shows (and lets
     # tests count) each image that is really rebuilt; a cache hit prints nothing.
     level: LogLevel = LogLevel.DEBUG
+    script: str = "oci_tool.py"
 
 
 @rule
@@ -185,7 +197,7 @@ async def run_oci_tool(request: OciToolRequest, tool: OciTool) -> ProcessResult:
     return await Get(
         ProcessResult,
         Process(
-            argv=(tool.python, "__oci_tool.py", *request.argv),
+            argv=(tool.python, f"__{request.script}", *request.argv),
             input_digest=input_digest,
             description=request.description,
             output_directories=request.output_directories,
@@ -235,6 +247,10 @@ class ServerLayers:
     requirements: ImageLayer
     code: ImageLayer
     entry_point: str
+    # For the SBOM: the loose PEX whose installed wheels are the requirements layer, and the
+    # resolve they are locked in.
+    requirements_pex: Digest
+    resolve: str
 
 
 class ModelLayerRequest(_AddressRequest):
@@ -280,7 +296,9 @@ async def build_base_layer(request: BaseLayerRequest, oci: OciSubsystem) -> Imag
 
 
 @rule(desc="Build the server's layers")
-async def build_server_layers(request: ServerLayersRequest) -> ServerLayers:
+async def build_server_layers(
+    request: ServerLayersRequest, python_setup: PythonSetup
+) -> ServerLayers:
     targets = await Get(Targets, Addresses([request.address]))
     target = targets[0]
     if not target.has_field(PexEntryPointField):
@@ -326,7 +344,11 @@ async def build_server_layers(request: ServerLayersRequest) -> ServerLayers:
         ),
     )
     return ServerLayers(
-        ImageLayer(requirements.output_digest), ImageLayer(code.output_digest), entry_point.val.spec
+        ImageLayer(requirements.output_digest),
+        ImageLayer(code.output_digest),
+        entry_point.val.spec,
+        requirements_pex.digest,
+        target[PythonResolveField].normalized_value(python_setup),
     )
 
 
@@ -394,6 +416,90 @@ def deployment_manifest(summary: Dict, port: int, registry: str) -> FileContent:
     return FileContent(f"deploy/{summary['model']}.yaml", k8s_manifest.to_yaml(documents).encode())
 
 
+# ------------------------------------------------------------------------------------------
+# SBOM and provenance
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageAttestationsRequest:
+    address: Address
+    image: Digest  # holds `<stem>.json`, the image's summary
+    stem: str
+    model: Address
+    model_layer: ImageLayer
+    server: ServerLayers
+    base: Address
+
+
+@dataclass(frozen=True)
+class ImageAttestations:
+    """`<stem>.sbom.cdx.json` and `<stem>.provenance.json` (unsigned: `publish` signs it)."""
+
+    digest: Digest
+    sbom: str
+    statement: str
+
+
+def _lockfile_paths(
+    server_resolve: str, model: Target, python_setup: PythonSetup
+) -> Dict[str, str]:
+    """The lockfiles of the server's resolve and of the model's, by resolve name."""
+    names = [server_resolve]
+    if model.has_field(ModelResolveField) and model.has_field(ModelFrameworkField):
+        names.append(model[ModelResolveField].resolve_name(model[ModelFrameworkField].value))
+    return {name: python_setup.resolves[name] for name in names if name in python_setup.resolves}
+
+
+@rule(desc="Write an image's SBOM and provenance statement")
+async def build_image_attestations(
+    request: ImageAttestationsRequest, python_setup: PythonSetup
+) -> ImageAttestations:
+    targets = await Get(Targets, Addresses([request.base, request.model]))
+    base, model = targets
+    lockfiles = _lockfile_paths(request.server.resolve, model, python_setup)
+    pins, locks = await MultiGet(
+        Get(HydratedSources, HydrateSourcesRequest(base[DebianPackagesSourceField])),
+        Get(Digest, PathGlobs(sorted(lockfiles.values()))),
+    )
+    [pins_file] = pins.snapshot.files
+    inputs = await Get(
+        Digest,
+        MergeDigests(
+            [
+                request.image,
+                await Get(Digest, AddPrefix(request.model_layer.digest, "model_layer")),
+                pins.snapshot.digest,
+                request.server.requirements_pex,
+                locks,
+            ]
+        ),
+    )
+    sbom, statement = f"{request.stem}.sbom.cdx.json", f"{request.stem}.provenance.json"
+    lock_args = [f"--lockfile={name}={path}" for name, path in sorted(lockfiles.items())]
+    result = await Get(
+        ProcessResult,
+        OciToolRequest(
+            (
+                f"--summary={request.stem}.json",
+                "--model-layer=model_layer/layer/layer.json",
+                f"--pins={pins_file}",
+                "--requirements=requirements.pex",
+                *lock_args,
+                f"--pants-version={PANTS_VERSION}",
+                f"--address={request.address}",
+                f"--sbom={sbom}",
+                f"--statement={statement}",
+            ),
+            inputs,
+            f"Writing the SBOM and provenance statement of {request.address}",
+            output_files=(sbom, statement),
+            script="attestation_tool.py",
+        ),
+    )
+    return ImageAttestations(result.output_digest, sbom, statement)
+
+
 @rule(desc="Package a model image", level=LogLevel.DEBUG)
 async def package_model_image(field_set: ModelImageFieldSet, oci: OciSubsystem) -> BuiltPackage:
     model_address, server_address, base_address = await MultiGet(
@@ -442,13 +548,35 @@ async def package_model_image(field_set: ModelImageFieldSet, oci: OciSubsystem) 
             level=LogLevel.INFO,
         ),
     )
-    summary_file = await Get(
-        DigestContents, DigestSubset(result.output_digest, PathGlobs([f"{stem}.json"]))
+    summary_digest = await Get(
+        Digest, DigestSubset(result.output_digest, PathGlobs([f"{stem}.json"]))
+    )
+    summary_file, attestations = await MultiGet(
+        Get(DigestContents, Digest, summary_digest),
+        Get(
+            ImageAttestations,
+            ImageAttestationsRequest(
+                field_set.address,
+                summary_digest,
+                stem,
+                model_address[0],
+                model,
+                server,
+                base_address[0],
+            ),
+        ),
     )
     summary = json.loads(summary_file[0].content)
     manifest = deployment_manifest(summary, field_set.port.value, oci.registry)
     digest = await Get(
-        Digest, MergeDigests([result.output_digest, await Get(Digest, CreateDigest([manifest]))])
+        Digest,
+        MergeDigests(
+            [
+                result.output_digest,
+                attestations.digest,
+                await Get(Digest, CreateDigest([manifest])),
+            ]
+        ),
     )
     return BuiltPackage(
         digest,
@@ -464,6 +592,10 @@ async def package_model_image(field_set: ModelImageFieldSet, oci: OciSubsystem) 
             BuiltPackageArtifact(f"{stem}.digest"),
             BuiltPackageArtifact(f"{stem}.json"),
             BuiltPackageArtifact(manifest.path, ("Kubernetes Deployment and Service",)),
+            BuiltPackageArtifact(attestations.sbom, ("CycloneDX SBOM",)),
+            BuiltPackageArtifact(
+                attestations.statement, ("in-toto SLSA provenance, signed by `publish`",)
+            ),
         ),
     )
 
