@@ -15,11 +15,10 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tests.e2e.scratch_repo import PantsRun
+from tests.e2e.scratch_repo import PantsRun, run_command
 
 PYTHON_VERSIONS = ("3.9", "3.11")
 
@@ -119,17 +118,7 @@ class Machine:
         if self.isolated:
             mount = 'mkdir -p "$2" && mount --bind "$1" "$2" && shift 2 && exec "$@"'
             command = [*self.prefix, "sh", "-c", mount, "sh", str(self.toolchain), self.root, *argv]
-        start = time.monotonic()
-        proc = subprocess.run(
-            command,
-            cwd=self.checkout,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **self.env, **(env or {})},
-        )
-        return PantsRun(proc.returncode, proc.stdout, time.monotonic() - start)
+        return run_command(command, self.checkout, {**self.env, **(env or {})}, timeout)
 
     def toolchain_installed(self) -> bool:
         """Whether ./pants installed Pants in this machine's own toolchain root."""

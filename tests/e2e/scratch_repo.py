@@ -92,6 +92,21 @@ class PantsRun:
         return sorted(_TRAINED.findall(self.output))
 
 
+def run_command(argv: list[str], cwd: Path, env: Mapping[str, str], timeout: float) -> PantsRun:
+    """Runs `argv` in `cwd` with this environment plus `env`, output and error interleaved."""
+    start = time.monotonic()
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
+    return PantsRun(proc.returncode, proc.stdout, time.monotonic() - start)
+
+
 def _copy(source: Path, root: Path, relpaths: tuple[str, ...]) -> None:
     for relpath in relpaths:
         src = source / relpath
@@ -198,17 +213,7 @@ class ScratchRepo:
         timeout: float = 900,
     ) -> PantsRun:
         argv = ["./pants", *([] if pantsd else ["--no-pantsd"]), *args]
-        start = time.monotonic()
-        proc = subprocess.run(
-            argv,
-            cwd=self.root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, "PANTS_COLORS": "false", **(env or {})},
-        )
-        return PantsRun(proc.returncode, proc.stdout, time.monotonic() - start)
+        return run_command(argv, self.root, {"PANTS_COLORS": "false", **(env or {})}, timeout)
 
     def stop_pantsd(self, wait: float = 30) -> None:
         """Stops this repo's pantsd and waits (up to `wait` seconds) for it to exit."""
