@@ -1,8 +1,9 @@
 """The cache's key material: a TLS CA and server certificate, the token signing key, and tokens.
 
-    python credentials.py tls DIR [--host NAME_OR_IP ...]    # DIR/ca.pem, DIR/server.pem, DIR/server.key
-    python credentials.py signing-key PRIVATE PUBLIC          # RS256 key pair (rotation: a new pair)
-    python credentials.py token --key PRIVATE --role ci|developer --name NAME --days N|--seconds S [--out FILE]
+    python credentials.py tls DIR [--host NAME_OR_IP ...]   # DIR/{ca.pem,server.pem,server.key}
+    python credentials.py signing-key PRIVATE PUBLIC         # RS256 pair (rotation: a new pair)
+    python credentials.py token --key PRIVATE --role ci|developer --name NAME
+        --days N|--seconds S [--out FILE]
 
 Runs with the BuildGrid venv's Python (it has `cryptography` and PyJWT). Tokens are RS256 JWTs:
 the server holds only the public key, so a copy of the server's files cannot mint tokens. A

@@ -2,7 +2,7 @@
 both are defined (`infra/remote-cache/start` and the tests' server, tests/support/remote_cache.py,
 use it through `start`).
 
-    python server_config.py --dir CONFIG_DIR --host HOST --port PORT --redis-port PORT \
+    python server_config.py --dir CONFIG_DIR --host HOST --port PORT --redis-port PORT
         --cas DIR --tls-dir DIR --public-key FILE
 
 One TLS endpoint (no plaintext port), BuildGrid's JWT authorization (RS256, the token's `aud`

@@ -7,6 +7,7 @@ channel under test; each RPC's gRPC status is compared with what the ACL promise
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,3 +141,27 @@ def test_a_blob_that_does_not_match_its_digest_is_never_served(cache: RemoteCach
     assert statuses(healed, READS) == dict.fromkeys(READS, "OK"), healed
     assert healed["content_ok"] is True
     assert path.read_bytes() == good
+
+
+def test_after_key_rotation_old_tokens_are_refused_and_new_ones_work(tmp_path: Path) -> None:
+    """infra/remote-cache/rotate-signing-key on a server of its own; what CI wrote before the
+    rotation survives it (the server restarts; results are in Redis and on disk)."""
+    with running_cache(tmp_path / "cache") as cache:
+        before = cache.probe("write", cache.ci_token_path)
+        assert statuses(before, WRITES) == dict.fromkeys(WRITES, "OK")
+        old_ci = shutil.copy(cache.ci_token_path, tmp_path / "old-ci.token")
+        old_dev = shutil.copy(cache.developer_token_path, tmp_path / "old-dev.token")
+
+        cache.rotate_signing_key()
+
+        refused = cache.probe("write", Path(old_ci))
+        assert statuses(refused, WRITES) == dict.fromkeys(WRITES, "UNAUTHENTICATED")
+        blob, action = before["blob"], before["action"]
+        stale = cache.probe("read", Path(old_dev), blob=blob, action_digest=action)
+        assert statuses(stale, READS) == dict.fromkeys(READS, "UNAUTHENTICATED")
+
+        after = cache.probe("write", cache.ci_token_path)
+        assert statuses(after, WRITES) == dict.fromkeys(WRITES, "OK")
+        read = cache.probe("read", cache.developer_token_path, blob=blob, action_digest=action)
+        assert statuses(read, READS) == dict.fromkeys(READS, "OK"), read
+        assert read["content_ok"] is True

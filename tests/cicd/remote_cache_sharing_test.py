@@ -4,14 +4,17 @@
 A repository made of this sandbox's files (our Pants set-up and infra/report) is copied to two
 "machines", each with its own empty local store, named caches and workdir, and no pantsd:
 1. CI (pants.ci.toml, CI's token) runs `test infra/report/...`: it writes to the cache.
-2. The cache restarts (results persist: the action cache is Redis with an append-only file).
-3. A developer (pants.remote-read.toml, a developer token) runs the same: every lookup hits,
+2. A developer (pants.remote-read.toml, a developer token) runs the same: every lookup hits,
    nothing runs for lack of a hit, nothing is written.
-4. The developer edits the test and turns `remote_cache_write` on: the server refuses every
-   write (PERMISSION_DENIED), the build still passes with one warning, and the cache holds
-   exactly what it held before (action results in Redis, blobs on disk).
-5. An expired token, then the cache down: the build passes with one warning each.
-Counters come from `[stats] log`. ~5 min on 2 busy cores.
+3. Poison: CI runs an edited test, then every blob that run added is changed on the server's
+   disk (same size, other bytes).
+4. The developer, with the same edit and `remote_cache_write` turned on: no hit from the poisoned
+   result (the test runs locally and passes); every write is refused (PERMISSION_DENIED, one
+   warning) and the cache gains nothing (action results in Redis, blobs on disk).
+5. An expired token: the build passes with one warning.
+Counters come from `[stats] log`. Five Pants runs, ~6 min on 2 busy cores. Restarts, key rotation
+and every refusal over REAPI: remote_cache_auth_test.py; the cache down (a dead port):
+model_image_sharing_test.py.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -54,10 +56,12 @@ class Machine:
         shutil.copytree(source, self.root, symlinks=True)
         self.caches = root
 
-    def edit(self) -> None:
-        """A new line in the test file: its pytest run is new to every cache."""
+    def edit(self, text: str | None = None) -> str:
+        """A new line in the test file (`text`, or a fresh nonce): its pytest run is new to every
+        cache. Returns the file's new contents."""
         path = self.root / EDITED
-        path.write_text(path.read_text() + f"# nonce {uuid.uuid4().hex}\n")
+        path.write_text(text or path.read_text() + f"# nonce {uuid.uuid4().hex}\n")
+        return path.read_text()
 
     def pants(self, config: str, options: list[str]) -> tuple[str, dict[str, int]]:
         start = time.monotonic()
@@ -100,20 +104,17 @@ def _source_repo(root: Path) -> Path:
     return root
 
 
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _blobs(cache: RemoteCache) -> set[Path]:
+    return {p for p in (cache.cas_dir / "cas" / "objects").rglob("*") if p.is_file()}
 
 
-def _contents(cache: RemoteCache) -> tuple[int, set[str]]:
+def _contents(cache: RemoteCache) -> tuple[int, set[Path]]:
     """(action results in Redis, blobs on disk)."""
     port = (cache.directory / "run" / "redis.port").read_text().strip()
     keys = subprocess.run(
         ["redis-cli", "-p", port, "dbsize"], capture_output=True, text=True, check=True
     )
-    blobs = {p.name for p in cache.cas_dir.rglob("*") if p.is_file() and "objects" in p.parts}
-    return int(keys.stdout.strip()), blobs
+    return int(keys.stdout.strip()), _blobs(cache)
 
 
 def test_ci_writes_developers_read_and_nobody_else_writes(tmp_path: Path) -> None:
@@ -126,23 +127,40 @@ def test_ci_writes_developers_read_and_nobody_else_writes(tmp_path: Path) -> Non
         assert stats["remote_cache_write_successes"] > 0
         assert stats["remote_cache_write_errors"] == 0
 
-        cache.restart()
-        _, stats = dev.pants("pants.remote-read.toml", cache.pants_options("developer"))
+        output, stats = dev.pants("pants.remote-read.toml", cache.pants_options("developer"))
+        assert "succeeded in" in output and "(cached remotely)" in output, output
         assert stats["remote_cache_requests_cached"] > 0
         assert stats["remote_cache_requests_uncached"] == 0
         assert stats["remote_cache_write_attempts"] == 0
 
-        # A developer who turns writing on: Pants tries, the server refuses, nothing is stored.
-        before = _contents(cache)
-        dev.edit()
+        # Poison: CI runs an edited test, then every blob that run added to the server's disk
+        # gets other bytes (same size).
+        edited = ci.edit()
+        blobs = _blobs(cache)
+        _, stats = ci.pants("pants.ci.toml", cache.pants_options("ci"))
+        assert stats["remote_cache_write_successes"] > 0
+        poisoned = _blobs(cache) - blobs
+        assert poisoned, "CI's run added no blob to poison"
+        for path in poisoned:
+            data = path.read_bytes()
+            path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]) if data else b"")
+        keys, blobs = _contents(cache)
+
+        # The developer, same edit, writing turned on: no hit from the poisoned result (the test
+        # runs here and passes), and every write refused: the cache gains nothing.
+        dev.edit(edited)
         output, stats = dev.pants(
-            "pants.remote-read.toml", [*cache.pants_options("developer"), "--remote-cache-write"]
+            "pants.remote-read.toml", cache.pants_options("developer", write=True)
         )
+        assert "(cached remotely)" not in output, output
+        assert stats["remote_cache_requests_cached"] == 0
+        assert any(cache.quarantine_dir.iterdir()), "the server did not catch the poisoned blobs"
         assert stats["remote_cache_write_attempts"] > 0
         assert stats["remote_cache_write_successes"] == 0
         assert output.count(WRITE_WARNING) == 1, output
         assert "PermissionDenied" in output, output
-        assert _contents(cache) == before
+        keys_after, blobs_after = _contents(cache)
+        assert keys_after <= keys and blobs_after <= blobs  # the server only dropped bad entries
 
         # A token that expired: reads are refused, the build passes with one warning.
         dev.edit()
@@ -153,14 +171,3 @@ def test_ci_writes_developers_read_and_nobody_else_writes(tmp_path: Path) -> Non
         assert stats["remote_cache_requests_cached"] == 0
         assert output.count(READ_WARNING) == 1, output
         assert "Unauthenticated" in output, output
-
-    # The cache down (stopped, then a port nobody listens on).
-    dev.edit()
-    options = [
-        *cache.pants_options("developer"),
-        f"--remote-store-address=grpcs://localhost:{_dead_port()}",
-    ]
-    output, stats = dev.pants("pants.remote-read.toml", options)
-    assert stats["remote_cache_requests_cached"] == 0
-    assert output.count(READ_WARNING) == 1, output
-    assert output.count(WRITE_WARNING) == 0, output

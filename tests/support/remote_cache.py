@@ -17,10 +17,11 @@ yields a `RemoteCache`:
 - `ci_token_path` (role ci: read + write), `developer_token_path` (role developer: read only)
 - `mint_token(role, name, seconds=3600, other_key=False) -> Path`: another token; `seconds < 0`
   gives an expired one, `other_key=True` one signed with a key the server does not know
-- `pants_options(role="ci", token_path=None) -> list[str]`: Pants flags to use this cache as
-  `role` ("ci" writes, "developer" only reads): `--remote-store-address`, `--remote-ca-certs-path`,
-  `--remote-oauth-bearer-token-path`, `--remote-instance-name`, `--remote-cache-read`,
-  `--[no-]remote-cache-write`; they override whatever pants.ci.toml / pants.remote-read.toml say
+- `pants_options(role="ci", token_path=None, write=None) -> list[str]`: Pants flags to use this
+  cache as `role` ("ci" writes, "developer" only reads; `write=True`: try anyway):
+  `--remote-store-address`, `--remote-ca-certs-path`, `--remote-oauth-bearer-token-path`,
+  `--remote-instance-name`, `--remote-cache-read`, `--[no-]remote-cache-write`; they override
+  whatever pants.ci.toml / pants.remote-read.toml say (their token and CA paths need not exist)
 - `probe(action, token_path=None, plaintext=False, blob=, action_digest=, nonce=) -> dict`: REAPI
   calls made as one client (infra/remote-cache/reapi_probe.py: "write" [same nonce, same blobs],
   "read" of blob= and action_digest=, "mismatch"), returning each RPC's gRPC status name
@@ -28,15 +29,17 @@ yields a `RemoteCache`:
   it moves blobs whose bytes do not match their digest (infra/remote-cache/serve.py)
 - `restart()`: stop and start again on the same data (results persist; the port may change, so
   read `address` / `pants_options` again); `rotate_signing_key()`: a new key pair, server
-  restarted, old tokens refused; `stop()`; `cas_dir`: the server's blob store on disk
+  restarted, old tokens refused, `ci_token_path` / `developer_token_path` re-issued with the new
+  key; `stop()`; `cas_dir`: the server's blob store on disk
 
 Install: the first use on a machine runs `infra/remote-cache/install` (BuildGrid's venv under
 `${XDG_CACHE_HOME:-~/.cache}/ml-monorepo/`, ~20 s, shared by every test and `start`; Debian's
 redis-server). The test target needs `HOME`, `PATH`, `PYENV_ROOT`, `XDG_CACHE_HOME`,
-`SSL_CERT_FILE` and `REMOTE_CACHE_REQUIRED` in `extra_env_vars` and a dependency on
-`//tests/support:remote_cache`. If a prerequisite cannot be installed (no Python 3.13, no
-redis-server), the test is skipped saying why, or fails when REMOTE_CACHE_REQUIRED=1 (CI); a
-server that does not come up always fails.
+`SSL_CERT_FILE` and `REMOTE_CACHE_REQUIRED` in `extra_env_vars` (`CACHE_SERVER_ENV` in
+tests/cicd/BUILD); the dependency on `//tests/support:remote_cache` is inferred from the import.
+If a prerequisite cannot be installed (no Python 3.13, no redis-server), the test is skipped
+saying why, or fails when REMOTE_CACHE_REQUIRED=1 (CI); a server that does not come up always
+fails.
 """
 
 from __future__ import annotations
@@ -134,8 +137,19 @@ class RemoteCache:
         self.start()
 
     def rotate_signing_key(self) -> None:
+        """A new signing key (infra/remote-cache/rotate-signing-key), and new `ci_token_path` and
+        `developer_token_path` signed with it (copy the old ones first to test them)."""
         self._check("rotate-signing-key")
         self.address = (self.directory / "run" / "address").read_text().strip()
+        self._issue_standard_tokens()
+
+    def _issue_standard_tokens(self) -> None:
+        for role, name, path in (
+            ("ci", "ci", self.ci_token_path),
+            ("developer", "dev", self.developer_token_path),
+        ):
+            self._check("issue-token", "--role", role, "--name", name, "--days", "1",
+                        "--out", str(path))  # fmt: skip
 
     def mint_token(
         self, role: str, name: str, seconds: float = 3600, other_key: bool = False
@@ -158,7 +172,11 @@ class RemoteCache:
         command = [str(_venv_python()), str(SCRIPTS / "credentials.py"), *args]
         subprocess.run(command, check=True, env=self.env, capture_output=True, timeout=120)
 
-    def pants_options(self, role: str = "ci", token_path: Path | None = None) -> list[str]:
+    def pants_options(
+        self, role: str = "ci", token_path: Path | None = None, write: bool | None = None
+    ) -> list[str]:
+        """Pants flags for this cache as `role`; `write` (default: role is ci) sets
+        --[no-]remote-cache-write, e.g. write=True for a developer trying to write."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, not {role!r}")
         token = token_path or (self.ci_token_path if role == "ci" else self.developer_token_path)
@@ -168,7 +186,9 @@ class RemoteCache:
             f"--remote-oauth-bearer-token-path={token}",
             f"--remote-instance-name={self.instance_name}",
             "--remote-cache-read",
-            "--remote-cache-write" if role == "ci" else "--no-remote-cache-write",
+            "--remote-cache-write"
+            if write or (write is None and role == "ci")
+            else "--no-remote-cache-write",
         ]
 
     def probe(
@@ -234,10 +254,7 @@ def running_cache(directory: Path) -> Iterator[RemoteCache]:
     cache = RemoteCache(directory, env)
     try:
         cache.start()
-        cache._check("issue-token", "--role", "ci", "--name", "ci", "--days", "1",
-                     "--out", str(cache.ci_token_path))  # fmt: skip
-        cache._check("issue-token", "--role", "developer", "--name", "dev", "--days", "1",
-                     "--out", str(cache.developer_token_path))  # fmt: skip
+        cache._issue_standard_tokens()
         yield cache
     finally:
         cache.stop()
