@@ -15,6 +15,7 @@ TLS_DIR="${REMOTE_CACHE_TLS_DIR:-${CACHE_DIR}/tls}"
 # The token signing key pair: the server needs only the public half; `issue-token` the private.
 SIGNING_KEY="${REMOTE_CACHE_SIGNING_KEY:-${CACHE_DIR}/keys/token-signing.key}"
 VERIFY_KEY="${REMOTE_CACHE_VERIFY_KEY:-${CACHE_DIR}/keys/token-signing.pub}"
+REDIS_PASSWORD_FILE="${CACHE_DIR}/keys/redis.password"
 BUILDGRID_VERSION="0.9.1"
 BG_VENV="${REMOTE_CACHE_VENV:-${XDG_CACHE_HOME:-${HOME}/.cache}/ml-monorepo/buildgrid-${BUILDGRID_VERSION}}"
 BG_PYTHON="${BG_VENV}/bin/python"

@@ -3,11 +3,13 @@ both are defined (`infra/remote-cache/start` and the tests' server, tests/suppor
 use it through `start`).
 
     python server_config.py --dir CONFIG_DIR --host HOST --port PORT --redis-port PORT
-        --cas DIR --tls-dir DIR --public-key FILE
+        --cas DIR --tls-dir DIR --public-key FILE --redis-password-file FILE
 
 One TLS endpoint (no plaintext port), BuildGrid's JWT authorization (RS256, the token's `aud`
 must be AUDIENCE), instance INSTANCE_NAME, and an ACL giving subjects `ci:NAME` read and write
 and `developer:NAME` read only; any other token, and every instance not named, is refused.
+BuildGrid logs in to Redis (the action cache) with a password read from a file: whoever could
+write to Redis directly could store any action result, bypassing the ACL.
 Plain Python (any python3): no BuildGrid import.
 """
 
@@ -62,6 +64,7 @@ def buildgrid_config(
     tls_dir: Path,
     public_key: Path,
     acl_file: Path,
+    redis_password_file: Path,
 ) -> str:
     return f"""\
 # Written by infra/remote-cache/server_config.py; edit that, not this file.
@@ -82,6 +85,7 @@ connections:
   - !redis-connection &redis
     host: {_q(host)}
     port: {int(redis_port)}
+    password: !read-file {_q(redis_password_file)}
 storages:
   - !disk-storage &cas-storage
     path: {_q(cas)}
@@ -123,8 +127,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cas", type=Path, required=True)
     parser.add_argument("--tls-dir", type=Path, required=True, help="holds server.pem, server.key")
     parser.add_argument("--public-key", type=Path, required=True, help="verifies tokens")
+    parser.add_argument("--redis-password-file", type=Path, required=True)
     args = parser.parse_args(argv)
-    for needed in (args.tls_dir / "server.pem", args.tls_dir / "server.key", args.public_key):
+    needed_files = (
+        args.tls_dir / "server.pem",
+        args.tls_dir / "server.key",
+        args.public_key,
+        args.redis_password_file,
+    )
+    for needed in needed_files:
         if not needed.is_file():
             parser.error(f"{needed} does not exist")
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +149,7 @@ def main(argv: list[str]) -> int:
         tls_dir=args.tls_dir.resolve(),
         public_key=args.public_key.resolve(),
         acl_file=acl_file,
+        redis_password_file=args.redis_password_file.resolve(),
     )
     _write(args.dir / "bgd.yml", config)
     return 0

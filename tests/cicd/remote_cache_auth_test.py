@@ -114,6 +114,14 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+def test_the_action_result_store_wants_its_password(cache: RemoteCache, ci_wrote: dict) -> None:
+    """Redis holds the action results: writing there directly would bypass the ACL."""
+    assert "NOAUTH" in cache.redis_cli("set", "poison", "x", password=False)
+    assert "NOAUTH" in cache.redis_cli("keys", "*", password=False)
+    assert int(cache.redis_cli("dbsize")) > 0  # BuildGrid's own login works (CI wrote)
+    assert cache.redis_password_path.stat().st_mode & 0o077 == 0
+
+
 def test_a_blob_that_does_not_match_its_digest_is_never_served(cache: RemoteCache) -> None:
     """Bytes changed on the server's disk (corruption, or a write behind BuildGrid's back): no
     client gets them, the action result that needs them stops being a hit, and CI's next upload

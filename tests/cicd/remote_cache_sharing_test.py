@@ -110,11 +110,7 @@ def _blobs(cache: RemoteCache) -> set[Path]:
 
 def _contents(cache: RemoteCache) -> tuple[int, set[Path]]:
     """(action results in Redis, blobs on disk)."""
-    port = (cache.directory / "run" / "redis.port").read_text().strip()
-    keys = subprocess.run(
-        ["redis-cli", "-p", port, "dbsize"], capture_output=True, text=True, check=True
-    )
-    return int(keys.stdout.strip()), _blobs(cache)
+    return int(cache.redis_cli("dbsize").strip()), _blobs(cache)
 
 
 def test_ci_writes_developers_read_and_nobody_else_writes(tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ yields a `RemoteCache`:
 - `probe(action, token_path=None, plaintext=False, blob=, action_digest=, nonce=) -> dict`: REAPI
   calls made as one client (infra/remote-cache/reapi_probe.py: "write" [same nonce, same blobs],
   "read" of blob= and action_digest=, "mismatch"), returning each RPC's gRPC status name
+- `redis_cli(*args, password=True) -> str`: the output of `redis-cli ARGS` against the server's
+  Redis (the action results), logged in with its password or not
 - `blob_path(digest)`: where the server keeps blob "HASH/SIZE" on disk; `quarantine_dir`: where
   it moves blobs whose bytes do not match their digest (infra/remote-cache/serve.py)
 - `restart()`: stop and start again on the same data (results persist; the port may change, so
@@ -92,6 +94,25 @@ class RemoteCache:
     @property
     def cas_dir(self) -> Path:
         return self.directory / "cas"
+
+    def redis_cli(self, *args: str, password: bool = True) -> str:
+        """`redis-cli` against the server's action cache store (with its password, or none)."""
+        port = (self.directory / "run" / "redis.port").read_text().strip()
+        env = {k: v for k, v in self.env.items() if k != "REDISCLI_AUTH"}
+        if password:
+            env["REDISCLI_AUTH"] = self.redis_password_path.read_text()
+        result = subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", port, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return result.stdout + result.stderr
+
+    @property
+    def redis_password_path(self) -> Path:
+        return self.directory / "keys" / "redis.password"
 
     @property
     def quarantine_dir(self) -> Path:
