@@ -12,7 +12,7 @@ A repository made of this sandbox's files (our Pants set-up and infra/report) is
    result (the test runs locally and passes); every write is refused (PERMISSION_DENIED, one
    warning) and the cache gains nothing (action results in Redis, blobs on disk).
 5. An expired token: the build passes with one warning.
-Counters come from `[stats] log`. Five Pants runs, ~6 min on 2 busy cores. Restarts, key rotation
+Counters come from `[stats] log`. Five Pants runs: 9-17 min on 2 busy cores (load 8-16). Restarts, key rotation
 and every refusal over REAPI: remote_cache_auth_test.py; the cache down (a dead port):
 model_image_sharing_test.py.
 """
