@@ -27,11 +27,14 @@ X = np.ones((1, 1, 8, 8), np.float32)
 
 
 @contextlib.contextmanager
-def slow_server(tmp_path, drain_seconds: str):
+def slow_server(tmp_path, drain_seconds: str, *extra_args: str):
     # Each call multiplies two 1600x1600 matrices: long enough to be in flight at SIGTERM.
+    # A model this slow runs in a thread (`--execution thread`): inline, each call would hold the
+    # event loop, and the next requests would wait in gRPC's queue instead of being in flight.
     model = write_artifact(tmp_path / "slow", "slow", slow_matmul=1600)
     process = server_process(
         *("--model-dir", str(model), "--insecure", "--port", "0", "--metrics-port", "0"),
+        *("--execution", "thread", *extra_args),
         *("--drain-seconds", drain_seconds, "--grace-seconds", "10"),
     )
     try:
