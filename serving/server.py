@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from serving.artifact import Artifact, ArtifactError, load_artifact
 from serving.batcher import ModelRunner
 from serving.codec import ModelCodec, RequestError
+from serving.cpu_limit import CgroupError, default_workers
 from serving.metrics import ServerMetrics
 from serving.proto import open_inference_grpc_pb2 as pb
 from serving.proto import open_inference_grpc_pb2_grpc as pb_grpc
@@ -53,6 +54,10 @@ class ServerConfig:
     inline: bool = True
     batch_workers: int = 1
     ort_threads: int = 1
+    workers: int = 1
+    # Set in each process of a server with several workers: the port is shared (SO_REUSEPORT)
+    # and the metrics go to the parent (see serving.workers).
+    shared_port: bool = False
 
 
 class ConfigError(Exception):
@@ -193,22 +198,27 @@ def inference_service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHan
     return grpc.method_handlers_generic_handler(INFERENCE_SERVICE, handlers)
 
 
+def check_config(config: ServerConfig) -> None:
+    """Raises ConfigError for flags that cannot work together (before any model is loaded)."""
+    if not config.insecure and not (config.tls_cert and config.tls_key):
+        raise ConfigError("give --tls-cert and --tls-key, or --insecure to serve plaintext gRPC")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if config.max_batch_size < 1:
+        raise ConfigError("--max-batch-size must be at least 1")
+    if config.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if not config.model_dirs:
+        raise ConfigError("give at least one --model-dir")
+
+
 class ModelServer:
     """Loads and verifies every artifact, then serves them; `start()`/`stop()` run in one loop."""
 
     def __init__(self, config: ServerConfig) -> None:
-        if not config.insecure and not (config.tls_cert and config.tls_key):
-            raise ConfigError(
-                "give --tls-cert and --tls-key, or --insecure to serve plaintext gRPC"
-            )
-        if bool(config.tls_cert) != bool(config.tls_key):
-            raise ConfigError("--tls-cert and --tls-key go together")
-        if config.max_batch_size < 1:
-            raise ConfigError("--max-batch-size must be at least 1")
-        if not config.model_dirs:
-            raise ConfigError("give at least one --model-dir")
+        check_config(config)
         self.config = config
-        self.metrics = ServerMetrics()
+        self.metrics = ServerMetrics(worker=config.shared_port)
         self.artifacts: dict[str, Artifact] = {}
         for directory in config.model_dirs:
             artifact = load_artifact(directory, intra_op_threads=config.ort_threads)
@@ -240,7 +250,8 @@ class ModelServer:
             on_batch=self.metrics.batch_size.labels(artifact.name).observe,
         )
 
-    async def start(self) -> None:
+    async def start(self, ready: bool = True) -> None:
+        """Listens; `ready=False` answers requests but reports not ready until `set_ready`."""
         config = self.config
         self._runners = {name: self._runner(a) for name, a in self.artifacts.items()}
         for runner in self._runners.values():
@@ -250,7 +261,9 @@ class ModelServer:
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Several worker processes share the port; a single server must not share it
+                # with a stale server left on the same port.
+                ("grpc.so_reuseport", 1 if config.shared_port else 0),
             ]
         )
         self._server.add_generic_rpc_handlers((inference_service_handler(self._servicer),))
@@ -272,9 +285,15 @@ class ModelServer:
             )
             self.metrics_port = self._httpd.server_address[1]
         await self._server.start()
-        self._servicer.ready = True
+        await self.set_ready(ready)
+
+    async def set_ready(self, ready: bool) -> None:
+        """ServerReady, ModelReady and the health service's answer."""
+        assert self._servicer is not None, "start() the server first"
+        self._servicer.ready = ready
+        status = health_pb2.HealthCheckResponse
         for service in ("", INFERENCE_SERVICE):
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            await self._health.set(service, status.SERVING if ready else status.NOT_SERVING)
 
     async def stop(self) -> None:
         """Graceful stop: report not ready, drain, let in-flight requests finish, then close."""
@@ -361,6 +380,13 @@ def parse_args(argv: Sequence[str]) -> ServerConfig:
     parser.add_argument(
         "--ort-threads", type=int, default=1, help="onnxruntime intra-op threads per call."
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Server processes sharing the port, each loading the models once (default: the "
+        "whole CPUs of the container's cgroup CPU limit, else the CPUs available).",
+    )
     args = parser.parse_args(argv)
     return ServerConfig(
         model_dirs=tuple(args.model_dir),
@@ -379,6 +405,7 @@ def parse_args(argv: Sequence[str]) -> ServerConfig:
         inline=args.execution == "inline",
         batch_workers=args.batch_workers,
         ort_threads=args.ort_threads,
+        workers=default_workers() if args.workers is None else args.workers,
     )
 
 
@@ -406,10 +433,14 @@ async def serve(server: ModelServer) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        config = parse_args(sys.argv[1:] if argv is None else argv)
+        if config.workers > 1:
+            from serving.workers import serve_workers  # the supervisor imports this module
+
+            return serve_workers(config)
         server = ModelServer(config)
-    except (ArtifactError, ConfigError) as e:
+    except (ArtifactError, ConfigError, CgroupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     asyncio.run(serve(server))
@@ -417,4 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m serving.server`: run the importable module's main, so that its classes are the
+    # ones serving.workers imports (as __main__, this file would be a second copy of them).
+    from serving import server
+
+    sys.exit(server.main())
