@@ -237,6 +237,7 @@ class ModelServer:
         self._runners: dict[str, ModelRunner] = {}
         self._servicer: InferenceServicer | None = None
         self._stopped = asyncio.Event()
+        self._stopping = False
 
     def _runner(self, artifact: Artifact) -> ModelRunner:
         batch_major = all(s.shape[0] == -1 for s in (*artifact.inputs, *artifact.outputs))
@@ -290,6 +291,8 @@ class ModelServer:
     async def set_ready(self, ready: bool) -> None:
         """ServerReady, ModelReady and the health service's answer."""
         assert self._servicer is not None, "start() the server first"
+        if self._stopping:
+            return  # stopping is final
         self._servicer.ready = ready
         status = health_pb2.HealthCheckResponse
         for service in ("", INFERENCE_SERVICE):
@@ -297,6 +300,7 @@ class ModelServer:
 
     async def stop(self) -> None:
         """Graceful stop: report not ready, drain, let in-flight requests finish, then close."""
+        self._stopping = True
         if self._servicer is not None:
             self._servicer.ready = False
         await self._health.enter_graceful_shutdown()  # every service NOT_SERVING

@@ -67,6 +67,10 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 
 async def _worker(config: ServerConfig, conn: Connection) -> int:
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # before loading: no default death on SIGTERM
+        loop.add_signal_handler(signum, stop_requested.set)
     try:
         server = ModelServer(config)
     except (ArtifactError, ConfigError) as e:
@@ -75,27 +79,19 @@ async def _worker(config: ServerConfig, conn: Connection) -> int:
     await server.start(ready=False)
     models = ", ".join(f"{a.name}@{a.version[:12]}" for a in server.artifacts.values())
     conn.send(("started", models))
-    loop = asyncio.get_running_loop()
-    stopping: list[asyncio.Task] = []
-
-    def stop() -> None:
-        if not stopping:
-            stopping.append(loop.create_task(server.stop()))
 
     def on_message() -> None:
         try:
             message = conn.recv()
         except (EOFError, OSError):  # the parent is gone: do not serve on unsupervised
             loop.remove_reader(conn.fileno())
-            stop()
+            stop_requested.set()
             return
-        if not stopping:
-            loop.create_task(server.set_ready(message == "ready"))
+        loop.create_task(server.set_ready(message == "ready"))
 
     loop.add_reader(conn.fileno(), on_message)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop)
-    await server.wait_stopped()
+    await stop_requested.wait()
+    await server.stop()
     return 0
 
 
