@@ -44,13 +44,17 @@ def _v1_limit(directory: Path) -> float | None:
     try:
         quota = int(quota_path.read_text())
     except ValueError:
-        raise CgroupError(f"{quota_path}: expected an integer, got {quota_path.read_text()!r}")
+        raise CgroupError(
+            f"{quota_path}: expected an integer, got {quota_path.read_text()!r}"
+        ) from None
     if quota < 0:
         return None
     try:
         return quota / int(period_path.read_text())
     except (OSError, ValueError, ZeroDivisionError):
-        raise CgroupError(f"{period_path}: expected a positive integer next to {quota_path}")
+        raise CgroupError(
+            f"{period_path}: expected a positive integer next to {quota_path}"
+        ) from None
 
 
 def _levels(mount: Path, cgroup_path: str) -> list[Path]:

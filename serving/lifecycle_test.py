@@ -139,7 +139,9 @@ def test_sigterm_without_drain_lets_in_flight_requests_finish(tmp_path, workers)
 def test_bad_artifact_process_exits_nonzero_naming_the_file(tmp_path):
     model = write_artifact(tmp_path / "m")
     (model / "model.onnx").write_bytes(b"garbage")
-    process = server_process("--model-dir", str(model), "--insecure", "--port", "0", "--workers", "1")
+    process = server_process(
+        "--model-dir", str(model), "--insecure", "--port", "0", "--workers", "1"
+    )
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert f"{model / 'model.onnx'}: size is 7 bytes" in err

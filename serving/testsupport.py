@@ -74,9 +74,11 @@ def decode_outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
     }
 
 
-def server_process(*args: str, first_path: str | None = None, **popen) -> subprocess.Popen:
-    """`python -m serving.server ARGS` with this process's import path (after `first_path`, to
-    run another copy of `serving`); stderr is piped.
+def server_process(
+    *args: str, first_path: str | None = None, module: str = "serving.server", **popen
+) -> subprocess.Popen:
+    """`python -m serving.server ARGS` (or another `module`) with this process's import path
+    (after `first_path`, to run another copy of `serving`); stderr is piped.
 
     `-P`: the working directory (e.g. the repository, without generated stubs, under
     `pants run`) must not come before that path.
@@ -84,7 +86,7 @@ def server_process(*args: str, first_path: str | None = None, **popen) -> subpro
     path = [first_path] if first_path else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, *(p for p in sys.path if p)])}
     return subprocess.Popen(
-        [sys.executable, "-P", "-m", "serving.server", *args],
+        [sys.executable, "-P", "-m", module, *args],
         env=env,
         stderr=subprocess.PIPE,
         text=True,

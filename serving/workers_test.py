@@ -231,7 +231,9 @@ def test_a_worker_killed_under_load_is_restarted_and_no_answer_is_wrong(model_di
 def test_a_bad_artifact_stops_every_worker_with_status_2(tmp_path):
     model = write_artifact(tmp_path / "m")
     (model / "model.onnx").write_bytes(b"garbage")
-    process = server_process("--model-dir", str(model), "--insecure", "--port", "0", "--workers", "2")
+    process = server_process(
+        "--model-dir", str(model), "--insecure", "--port", "0", "--workers", "2"
+    )
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert f"error: {model / 'model.onnx'}: size is 7 bytes" in err

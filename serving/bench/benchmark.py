@@ -82,7 +82,9 @@ async def _drive(port: int, payload: bytes, concurrency: int, channels: int, dur
     identity = lambda b: b  # noqa: E731 -- bytes in, bytes out: no protobuf work in the client
     opened = [
         # A local subchannel pool: each channel opens its own connection instead of sharing one.
-        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
         for _ in range(channels)
     ]
     calls = [ch.unary_unary(MODEL_INFER, identity, identity) for ch in opened]
@@ -176,16 +178,20 @@ def row(code: str, workers: str, batch: int, concurrency: int, r: Result) -> str
     )
 
 
-def run_configuration(code: str, pythonpath: str | None, workers: str, model_dir: Path, args):
-    name = json.loads((model_dir / "model.json").read_text())["name"]
-    input_shape = json.loads((model_dir / "model.json").read_text())["signature"]["inputs"][0][
-        "shape"
-    ]
+def run_configuration(
+    code: str, pythonpath: str | None, workers: str, model_dir: Path, args, bare: bool = False
+):
+    meta = json.loads((model_dir / "model.json").read_text())
+    name, input_shape = meta["name"], meta["signature"]["inputs"][0]["shape"]
     flags = ["--workers", workers] if workers != "-" else []
-    process = server_process(
-        *("--model-dir", str(model_dir), "--insecure", "--port", "0", *flags, *args.server_arg),
-        first_path=pythonpath,
-    )
+    if bare:
+        process = server_process(module="serving.bench.bare_server")
+    else:
+        process = server_process(
+            *("--model-dir", str(model_dir), "--insecure", "--port", "0", *flags),
+            *args.server_arg,
+            first_path=pythonpath,
+        )
     try:
         port, _ = wait_for_ports(process)
         for batch in (int(b) for b in args.batches.split(",")):
@@ -214,6 +220,11 @@ def main() -> None:
         "flag), interleaved with ours.",
     )
     parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="Also run bare_server.py (grpc.aio answering fixed bytes): the floor.",
+    )
+    parser.add_argument(
         "--server-arg", action="append", default=[], help="Extra server flag (repeatable)."
     )
     args = parser.parse_args()
@@ -227,6 +238,8 @@ def main() -> None:
         )
         print(HEADER)
         for _ in range(args.rounds):
+            if args.bare:
+                run_configuration("bare grpc.aio", None, "-", model_dir, args, bare=True)
             if args.compare_pythonpath:
                 run_configuration("before", args.compare_pythonpath, "-", model_dir, args)
             for workers in args.workers.split(","):
