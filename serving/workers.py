@@ -236,7 +236,14 @@ def serve_workers(config: ServerConfig) -> int:
     check_config(config)
     reserved = reserve_port(config.host, config.port)
     port = reserved.getsockname()[1]
-    metrics_dir = Path(tempfile.mkdtemp(prefix="serving-metrics-"))
+    try:
+        metrics_dir = Path(tempfile.mkdtemp(prefix="serving-metrics-"))
+    except OSError as e:
+        reserved.close()
+        raise ConfigError(
+            f"--workers {config.workers} needs a writable temporary directory for the workers' "
+            f"metrics (TMPDIR, else /tmp; mount one on a read-only root filesystem): {e}"
+        ) from None
     os.environ[METRICS_DIR_ENV] = str(metrics_dir)  # inherited by the spawned workers
     worker_config = dataclasses.replace(
         config, port=port, metrics_port=None, workers=1, shared_port=True

@@ -22,7 +22,11 @@ async def main() -> None:
     server = grpc.aio.server()
     handler = grpc.unary_unary_rpc_method_handler(model_infer)
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {"ModelInfer": handler}),)
+        (
+            grpc.method_handlers_generic_handler(
+                "inference.GRPCInferenceService", {"ModelInfer": handler}
+            ),
+        )
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
