@@ -125,6 +125,13 @@ class Supervisor:
         self._signal_write.setblocking(False)
         self._signals: list[int] = []
 
+    def kill_all(self) -> None:
+        """The last resort, if the supervisor itself fails: no worker outlives it."""
+        for worker in self.workers.values():
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+
     def live_pids(self) -> dict[int, int]:
         return {i: w.process.pid for i, w in self.workers.items() if w.process.is_alive()}
 
@@ -216,7 +223,8 @@ class Supervisor:
 
     def _stop(self, message: str, status: int) -> int:
         """Forwards SIGTERM to every worker (each drains like a single server) and waits."""
-        print(message, file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):  # stderr may be a closed pipe; stop the workers anyway
+            print(message, file=sys.stderr, flush=True)
         for worker in self.workers.values():
             if worker.process.is_alive():
                 os.kill(worker.process.pid, signal.SIGTERM)
@@ -271,6 +279,7 @@ def serve_workers(config: ServerConfig) -> int:
 
         status = supervisor.run(on_serving)
     finally:
+        supervisor.kill_all()
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()

@@ -261,3 +261,18 @@ def test_workers_must_be_positive(model_dir):
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert "--workers must be at least 1" in err
+
+
+def test_no_worker_outlives_the_parent_even_with_its_stderr_closed(model_dir):
+    # The reader of the server's stderr went away (a log shipper restarting): the SIGTERM
+    # message cannot be written, and the workers must stop all the same.
+    with two_workers(model_dir) as (process, port, metrics_port):
+        workers = worker_pids(process.pid)
+        assert len(workers) == 2
+        process.stderr.close()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while any(os.path.exists(f"/proc/{pid}") for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived the server"
+            time.sleep(0.1)
