@@ -136,12 +136,13 @@ def test_sigterm_without_drain_lets_in_flight_requests_finish(tmp_path, workers)
         assert "received signal 15" in process.stderr.read()
 
 
-def test_bad_artifact_process_exits_nonzero_naming_the_file(tmp_path):
+@WORKERS  # with 2, the workers load the models: their error stops the server all the same
+def test_bad_artifact_process_exits_nonzero_naming_the_file(tmp_path, workers):
     model = write_artifact(tmp_path / "m")
     (model / "model.onnx").write_bytes(b"garbage")
     process = server_process(
-        "--model-dir", str(model), "--insecure", "--port", "0", "--workers", "1"
+        "--model-dir", str(model), "--insecure", "--port", "0", "--workers", workers
     )
-    _, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=120)
     assert process.returncode == 2
-    assert f"{model / 'model.onnx'}: size is 7 bytes" in err
+    assert f"error: {model / 'model.onnx'}: size is 7 bytes" in err
