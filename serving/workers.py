@@ -37,7 +37,10 @@ import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
+from prometheus_client import multiprocess
+
 from serving.artifact import ArtifactError
+from serving.metrics import WorkersCollector, serve_workers_http
 from serving.server import ConfigError, ModelServer, ServerConfig, check_config
 
 MAX_RESTARTS = 5
@@ -200,8 +203,6 @@ class Supervisor:
         """A worker exited without being asked to: restart it, or give up (an exit status)."""
         worker.process.join()
         code = worker.process.exitcode
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(worker.process.pid, str(self.metrics_dir))
         worker.conn.close()
         del self.workers[worker.index]
@@ -264,8 +265,6 @@ def serve_workers(config: ServerConfig) -> int:
             nonlocal httpd
             metrics = ""
             if config.metrics_port is not None:
-                from serving.metrics import WorkersCollector, serve_workers_http
-
                 collector = WorkersCollector(supervisor.live_pids, lambda: supervisor.restart_count)
                 httpd = serve_workers_http(
                     config.metrics_host or config.host, config.metrics_port, metrics_dir, collector
