@@ -1,9 +1,14 @@
-"""Running a model for concurrent requests: each request's rows are queued, and a worker runs one
-onnxruntime call over all requests waiting at that moment (up to the maximum batch size).
+"""Running a model for concurrent requests: each request's rows are queued, and one onnxruntime
+call runs over all requests waiting at that moment (up to the maximum batch size).
 
 Under load this turns many small calls into few large ones; with one request waiting it adds no
-delay (the worker never waits for a batch to fill). onnxruntime releases the GIL, so the call
-runs in a thread while the event loop keeps receiving requests.
+delay (nothing waits for a batch to fill). Two ways to run the call:
+
+- inline (the default): the requests that arrived in one turn of the event loop are run together
+  at the end of that turn, on the loop's thread. No thread hand-off, so the least CPU per request;
+  one server process then uses one core, and `--workers` adds cores.
+- thread: a worker task hands each batch to a thread (onnxruntime releases the GIL), so the event
+  loop keeps receiving requests during a long call, at the cost of a thread hand-off per batch.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ class ModelRunner:
     """Runs one artifact's session; `batching=False` runs each request on its own.
 
     `inline=True` runs onnxruntime on the event loop's thread: cheaper per call (no thread
-    hand-off) for models that take well under a millisecond, but it blocks the loop meanwhile.
+    hand-off), but it blocks the loop meanwhile.
     """
 
     def __init__(
@@ -57,13 +62,14 @@ class ModelRunner:
         self._tasks: list[asyncio.Task] = []
         self._on_queue_length = on_queue_length
         self._on_batch = on_batch
+        self._flush_scheduled = False
 
     def run_sync(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.artifact.session.run(self._output_names, inputs)
         return dict(zip(self._output_names, results))
 
     def start(self) -> None:
-        if self.batching and not self._tasks:
+        if self.batching and not self.inline and not self._tasks:
             self._wakeup = asyncio.Event()
             self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
 
@@ -85,20 +91,69 @@ class ModelRunner:
         return await loop.run_in_executor(self._executor, self.run_sync, inputs)
 
     async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        loop = asyncio.get_running_loop()
         if not self.batching:
             self._on_batch(next(iter(inputs.values())).shape[0])
             return await self._run(inputs)
-        rows = next(iter(inputs.values())).shape[0]
-        key = tuple((name, a.shape[1:]) for name, a in sorted(inputs.items()))
+        loop = asyncio.get_running_loop()
+        if len(inputs) == 1:
+            ((name, array),) = inputs.items()
+            rows, key = array.shape[0], (name, array.shape[1:])
+        else:
+            rows = next(iter(inputs.values())).shape[0]
+            key = tuple((name, a.shape[1:]) for name, a in sorted(inputs.items()))
         pending = _Pending(inputs, rows, key, loop.create_future())
         self._queue.append(pending)
-        self._on_queue_length(len(self._queue))
-        assert self._wakeup is not None, "start() the runner before infer()"
-        self._wakeup.set()
+        if self.inline:
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+        else:
+            self._on_queue_length(len(self._queue))
+            assert self._wakeup is not None, "start() the runner before infer()"
+            self._wakeup.set()
         return await pending.future
 
-    def _take_batch(self) -> list[_Pending]:
+    def _flush(self) -> None:
+        """Inline mode: runs everything queued during this turn of the loop, batch by batch."""
+        self._flush_scheduled = False
+        self._on_queue_length(len(self._queue))
+        while self._queue:
+            batch = [p for p in self._take_batch(report=False) if not p.future.cancelled()]
+            if not batch:
+                continue
+            try:
+                outputs = self.run_sync(self._merge(batch))
+            except Exception as e:  # A failed run fails every request in the batch.
+                self._fail(batch, e)
+                continue
+            self._answer(batch, outputs)
+        self._on_queue_length(0)
+
+    def _merge(self, batch: list[_Pending]) -> dict[str, np.ndarray]:
+        self._on_batch(sum(p.rows for p in batch))
+        if len(batch) == 1:
+            return batch[0].inputs
+        return {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
+
+    @staticmethod
+    def _fail(batch: list[_Pending], error: Exception) -> None:
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(error)
+
+    @staticmethod
+    def _answer(batch: list[_Pending], outputs: dict[str, np.ndarray]) -> None:
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_result(outputs)
+            return
+        start = 0
+        for p in batch:
+            if not p.future.done():
+                p.future.set_result({n: a[start : start + p.rows] for n, a in outputs.items()})
+            start += p.rows
+
+    def _take_batch(self, report: bool = True) -> list[_Pending]:
         """The oldest request and those behind it of the same shape, up to the batch limit."""
         first = self._queue.popleft()
         batch, rows = [first], first.rows
@@ -110,7 +165,8 @@ class ModelRunner:
             item = self._queue.popleft()
             batch.append(item)
             rows += item.rows
-        self._on_queue_length(len(self._queue))
+        if report:
+            self._on_queue_length(len(self._queue))
         return batch
 
     async def _work(self) -> None:
@@ -123,23 +179,9 @@ class ModelRunner:
             batch = [p for p in self._take_batch() if not p.future.cancelled()]
             if not batch:
                 continue
-            self._on_batch(sum(p.rows for p in batch))
-            if len(batch) == 1:
-                inputs = batch[0].inputs
-            else:
-                inputs = {
-                    name: np.concatenate([p.inputs[name] for p in batch])
-                    for name in batch[0].inputs
-                }
             try:
-                outputs = await self._run(inputs)
+                outputs = await self._run(self._merge(batch))
             except Exception as e:  # A failed run fails every request in the batch.
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(e)
+                self._fail(batch, e)
                 continue
-            start = 0
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_result({n: a[start : start + p.rows] for n, a in outputs.items()})
-                start += p.rows
+            self._answer(batch, outputs)

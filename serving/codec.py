@@ -85,74 +85,96 @@ def _decode_raw(spec: TensorSpec, raw: bytes, count: int, shape: list[int]) -> n
     return np.frombuffer(raw, dtype=spec.dtype)
 
 
-def decode_inputs(
-    request: pb.ModelInferRequest, artifact: Artifact, max_batch_size: int
-) -> dict[str, np.ndarray]:
-    """The request's inputs as native-endian arrays in the signature's shapes."""
-    declared = {spec.name: spec for spec in artifact.inputs}
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise _invalid(
-            f"expected one raw_input_contents entry per input ({len(request.inputs)}), "
-            f"received {len(raw)}"
-        )
-    arrays: dict[str, np.ndarray] = {}
-    for i, tensor in enumerate(request.inputs):
-        spec = declared.get(tensor.name)
-        if spec is None:
-            raise _invalid(f"unknown input {tensor.name!r}: expected inputs {sorted(declared)}")
-        if tensor.name in arrays:
-            raise _invalid(f"input {tensor.name!r} is given twice")
-        if tensor.datatype != spec.datatype:
+class ModelCodec:
+    """One model's request decoding and response encoding, with the signature's lookups built
+    once (they used to be rebuilt on every request)."""
+
+    def __init__(self, artifact: Artifact, max_batch_size: int) -> None:
+        self.artifact = artifact
+        self.max_batch_size = max_batch_size
+        self._inputs = {spec.name: spec for spec in artifact.inputs}
+        self._input_names = sorted(self._inputs)
+        self._outputs = {spec.name: spec for spec in artifact.outputs}
+        self._all_outputs = list(artifact.outputs)
+        # Native-endian dtypes: `astype` to them is free on little-endian hosts.
+        self._native = {spec.name: spec.dtype.newbyteorder("=") for spec in artifact.inputs}
+
+    def decode_inputs(self, request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
+        """The request's inputs as native-endian arrays in the signature's shapes."""
+        declared = self._inputs
+        raw = request.raw_input_contents
+        tensors = request.inputs
+        if raw and len(raw) != len(tensors):
             raise _invalid(
-                f"input {spec.name!r}: expected datatype {spec.datatype}, "
-                f"received {tensor.datatype!r}"
+                f"expected one raw_input_contents entry per input ({len(tensors)}), "
+                f"received {len(raw)}"
             )
-        shape = list(tensor.shape)
-        _check_shape(spec, shape, max_batch_size)
-        count = math.prod(shape)
-        if raw:
-            if tensor.HasField("contents"):
+        arrays: dict[str, np.ndarray] = {}
+        for i, tensor in enumerate(tensors):
+            name = tensor.name
+            spec = declared.get(name)
+            if spec is None:
+                raise _invalid(f"unknown input {name!r}: expected inputs {self._input_names}")
+            if name in arrays:
+                raise _invalid(f"input {name!r} is given twice")
+            if tensor.datatype != spec.datatype:
                 raise _invalid(
-                    f"input {spec.name!r} has typed contents, but the request also has "
-                    "raw_input_contents; use one or the other"
+                    f"input {name!r}: expected datatype {spec.datatype}, "
+                    f"received {tensor.datatype!r}"
                 )
-            flat = _decode_raw(spec, raw[i], count, shape)
-        else:
-            flat = _decode_typed(spec, tensor, count)
-        arrays[spec.name] = flat.reshape(shape).astype(spec.dtype.newbyteorder("="), copy=False)
-    missing = [name for name in declared if name not in arrays]
-    if missing:
-        raise _invalid(f"missing input(s) {missing}: expected inputs {sorted(declared)}")
-    batches = {a.shape[0] for a in arrays.values()}
-    if len(batches) > 1:
-        raise _invalid(f"inputs disagree on the batch size: {sorted(batches)}")
-    return arrays
+            shape = list(tensor.shape)
+            _check_shape(spec, shape, self.max_batch_size)
+            count = math.prod(shape)
+            if raw:
+                if tensor.HasField("contents"):
+                    raise _invalid(
+                        f"input {name!r} has typed contents, but the request also has "
+                        "raw_input_contents; use one or the other"
+                    )
+                flat = _decode_raw(spec, raw[i], count, shape)
+            else:
+                flat = _decode_typed(spec, tensor, count)
+            arrays[name] = flat.reshape(shape).astype(self._native[name], copy=False)
+        if len(arrays) != len(declared):
+            missing = [name for name in declared if name not in arrays]
+            raise _invalid(f"missing input(s) {missing}: expected inputs {self._input_names}")
+        if len(arrays) > 1:
+            batches = {a.shape[0] for a in arrays.values()}
+            if len(batches) > 1:
+                raise _invalid(f"inputs disagree on the batch size: {sorted(batches)}")
+        return arrays
 
+    def requested_outputs(self, request: pb.ModelInferRequest) -> list[TensorSpec]:
+        if not request.outputs:
+            return self._all_outputs
+        specs = []
+        for out in request.outputs:
+            spec = self._outputs.get(out.name)
+            if spec is None:
+                raise _invalid(
+                    f"unknown output {out.name!r}: expected outputs {sorted(self._outputs)}"
+                )
+            specs.append(spec)
+        return specs
 
-def requested_outputs(request: pb.ModelInferRequest, artifact: Artifact) -> list[TensorSpec]:
-    declared = {spec.name: spec for spec in artifact.outputs}
-    if not request.outputs:
-        return list(artifact.outputs)
-    specs = []
-    for out in request.outputs:
-        if out.name not in declared:
-            raise _invalid(f"unknown output {out.name!r}: expected outputs {sorted(declared)}")
-        specs.append(declared[out.name])
-    return specs
-
-
-def encode_response(
-    request: pb.ModelInferRequest,
-    artifact: Artifact,
-    specs: list[TensorSpec],
-    outputs: dict[str, np.ndarray],
-) -> pb.ModelInferResponse:
-    response = pb.ModelInferResponse(
-        model_name=artifact.name, model_version=artifact.version, id=request.id
-    )
-    for spec in specs:
-        array = outputs[spec.name]
-        response.outputs.add(name=spec.name, datatype=spec.datatype, shape=array.shape)
-        response.raw_output_contents.append(np.ascontiguousarray(array, dtype=spec.dtype).tobytes())
-    return response
+    def encode_response(
+        self, request_id: str, specs: list[TensorSpec], outputs: dict[str, np.ndarray]
+    ) -> pb.ModelInferResponse:
+        artifact = self.artifact
+        tensors = []
+        contents = []
+        for spec in specs:
+            array = outputs[spec.name]
+            tensors.append(
+                pb.ModelInferResponse.InferOutputTensor(
+                    name=spec.name, datatype=spec.datatype, shape=array.shape
+                )
+            )
+            contents.append(array.astype(spec.dtype, copy=False).tobytes())
+        return pb.ModelInferResponse(
+            model_name=artifact.name,
+            model_version=artifact.version,
+            id=request_id,
+            outputs=tensors,
+            raw_output_contents=contents,
+        )

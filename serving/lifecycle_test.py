@@ -10,6 +10,7 @@ import time
 
 import grpc
 import numpy as np
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from serving.fixtures import write_artifact
@@ -27,11 +28,14 @@ X = np.ones((1, 1, 8, 8), np.float32)
 
 
 @contextlib.contextmanager
-def slow_server(tmp_path, drain_seconds: str):
+def slow_server(tmp_path, drain_seconds: str, *extra_args: str):
     # Each call multiplies two 1600x1600 matrices: long enough to be in flight at SIGTERM.
+    # A model this slow runs in a thread (`--execution thread`): inline, each call would hold the
+    # event loop, and the next requests would wait in gRPC's queue instead of being in flight.
     model = write_artifact(tmp_path / "slow", "slow", slow_matmul=1600)
     process = server_process(
         *("--model-dir", str(model), "--insecure", "--port", "0", "--metrics-port", "0"),
+        *("--execution", "thread", *extra_args),
         *("--drain-seconds", drain_seconds, "--grace-seconds", "10"),
     )
     try:
@@ -51,15 +55,20 @@ def slow_server(tmp_path, drain_seconds: str):
             process.wait()
 
 
-def in_flight(client, in_flight_now, count: int) -> tuple[list[threading.Thread], list]:
-    """Starts `count` calls and returns once the server reports them in flight."""
+def own_connection(port: int):
+    """A client on a connection of its own (with several workers, connections spread over them)."""
+    return stub(port, **{"grpc.use_local_subchannel_pool": 1})[0]
+
+
+def in_flight(port: int, in_flight_now, count: int) -> tuple[list[threading.Thread], list]:
+    """Starts `count` calls, each on its own connection, and returns once the server reports
+    them in flight."""
     results: list = []
-    calls = [
-        threading.Thread(
-            target=lambda: results.append(client.ModelInfer(raw_request("slow", X), timeout=30))
-        )
-        for _ in range(count)
-    ]
+
+    def call(client) -> None:
+        results.append(client.ModelInfer(raw_request("slow", X), timeout=30))
+
+    calls = [threading.Thread(target=call, args=(own_connection(port),)) for _ in range(count)]
     for call in calls:
         call.start()
     deadline = time.monotonic() + 10
@@ -89,16 +98,26 @@ def assert_exits_cleanly(process: subprocess.Popen, port: int) -> None:
         channel.close()
 
 
-def test_sigterm_drains_then_exits_zero(tmp_path):
-    with slow_server(tmp_path, drain_seconds="2") as (process, port, client, in_flight_now):
-        calls, results = in_flight(client, in_flight_now, 3)
+WORKERS = pytest.mark.parametrize("workers", ["1", "2"])
+
+
+@WORKERS
+def test_sigterm_drains_then_exits_zero(tmp_path, workers):
+    drain = slow_server(tmp_path, "2", "--workers", workers)
+    with drain as (process, port, client, in_flight_now):
+        calls, results = in_flight(port, in_flight_now, 3)
         process.send_signal(signal.SIGTERM)
         time.sleep(0.3)  # within the drain period
-        assert not client.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
-        assert not client.ModelReady(pb.ModelReadyRequest(name="slow"), timeout=5).ready
-        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
-        status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
-        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        for _ in range(4):  # with 2 workers, all of them say so
+            client = own_connection(port)
+            assert not client.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
+            assert not client.ModelReady(pb.ModelReadyRequest(name="slow"), timeout=5).ready
+            channel = grpc.insecure_channel(
+                f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            health = health_pb2_grpc.HealthStub(channel)
+            status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
         # Not ready, but requests that still arrive while draining are answered.
         late = client.ModelInfer(raw_request("slow", X), timeout=30)
         assert decode_outputs(late)["predicted_class"].shape == (1,)
@@ -106,19 +125,24 @@ def test_sigterm_drains_then_exits_zero(tmp_path):
         assert_exits_cleanly(process, port)
 
 
-def test_sigterm_without_drain_lets_in_flight_requests_finish(tmp_path):
-    with slow_server(tmp_path, drain_seconds="0") as (process, port, client, in_flight_now):
-        calls, results = in_flight(client, in_flight_now, 2)
+@WORKERS
+def test_sigterm_without_drain_lets_in_flight_requests_finish(tmp_path, workers):
+    no_drain = slow_server(tmp_path, "0", "--workers", workers)
+    with no_drain as (process, port, client, in_flight_now):
+        calls, results = in_flight(port, in_flight_now, 2)
         process.send_signal(signal.SIGTERM)
         assert_all_answered(calls, results, 2)
         assert_exits_cleanly(process, port)
         assert "received signal 15" in process.stderr.read()
 
 
-def test_bad_artifact_process_exits_nonzero_naming_the_file(tmp_path):
+@WORKERS  # with 2, the workers load the models: their error stops the server all the same
+def test_bad_artifact_process_exits_nonzero_naming_the_file(tmp_path, workers):
     model = write_artifact(tmp_path / "m")
     (model / "model.onnx").write_bytes(b"garbage")
-    process = server_process("--model-dir", str(model), "--insecure", "--port", "0")
-    _, err = process.communicate(timeout=60)
+    process = server_process(
+        "--model-dir", str(model), "--insecure", "--port", "0", "--workers", workers
+    )
+    _, err = process.communicate(timeout=120)
     assert process.returncode == 2
-    assert f"{model / 'model.onnx'}: size is 7 bytes" in err
+    assert f"error: {model / 'model.onnx'}: size is 7 bytes" in err

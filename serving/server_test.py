@@ -272,7 +272,7 @@ def test_metrics_endpoint(client, server):
         assert any(line.startswith(name) for line in lines), name
 
 
-@pytest.mark.parametrize("batching, inline", [(False, False), (True, True), (False, True)])
+@pytest.mark.parametrize("batching, inline", [(False, False), (True, False), (False, True)])
 def test_execution_modes_give_the_same_answers(artifacts, batching, inline):
     config = ServerConfig(
         model_dirs=(str(artifacts["digits"]),),

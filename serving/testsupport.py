@@ -74,15 +74,19 @@ def decode_outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
     }
 
 
-def server_process(*args: str, **popen) -> subprocess.Popen:
-    """`python -m serving.server ARGS` with this process's import path; stderr is piped.
+def server_process(
+    *args: str, first_path: str | None = None, module: str = "serving.server", **popen
+) -> subprocess.Popen:
+    """`python -m serving.server ARGS` (or another `module`) with this process's import path
+    (after `first_path`, to run another copy of `serving`); stderr is piped.
 
     `-P`: the working directory (e.g. the repository, without generated stubs, under
     `pants run`) must not come before that path.
     """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    path = [first_path] if first_path else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, *(p for p in sys.path if p)])}
     return subprocess.Popen(
-        [sys.executable, "-P", "-m", "serving.server", *args],
+        [sys.executable, "-P", "-m", module, *args],
         env=env,
         stderr=subprocess.PIPE,
         text=True,

@@ -20,6 +20,10 @@ from typing import Any
 import yaml  # pants: no-infer-dep
 
 CONTAINER = "model"
+# The server runs one worker process per whole CPU of `limits.cpu`, read from the container's
+# cgroup (serving/cpu_limit.py): resizing the limit resizes the server, with no flag to keep in step.
+WORKERS_ANNOTATION = "ml-monorepo/serving-workers"
+WORKERS_FROM_LIMIT = "one server process per whole CPU of limits.cpu (cgroup CPU limit; at least 1)"
 NONROOT_UID = 65532
 _IMAGE = re.compile(r"[a-z0-9][a-z0-9._\-/:]*@sha256:[0-9a-f]{64}")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -106,7 +110,10 @@ def manifests(
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
             "template": {
-                "metadata": {"labels": labels()},
+                "metadata": {
+                    "labels": labels(),
+                    "annotations": {WORKERS_ANNOTATION: WORKERS_FROM_LIMIT},
+                },
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": {
