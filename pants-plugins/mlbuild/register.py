@@ -1,6 +1,13 @@
 """Our Pants plugin: ML datasets, models, gRPC stubs and serving images as Pants targets."""
 
-from mlbuild import grpc_codegen, model_dependencies, model_steps, package_model, ruff_format
+from mlbuild import (
+    grpc_codegen,
+    model_dependencies,
+    model_report,
+    model_steps,
+    package_model,
+    ruff_format,
+)
 from mlbuild.grpc_codegen import GrpcPythonProtoTarget
 from mlbuild.oci import rules as oci_rules
 from mlbuild.oci.target_types import DebianPackagesTarget, ModelImageTarget
@@ -22,6 +29,7 @@ def rules():
         *model_dependencies.rules(),
         *model_steps.rules(),
         *package_model.rules(),
+        *model_report.rules(),
         *grpc_codegen.rules(),
         *ruff_format.rules(),
         *oci_rules.rules(),
