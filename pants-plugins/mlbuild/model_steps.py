@@ -104,6 +104,22 @@ class ModelRunner:
             level=LogLevel.INFO if step == "train" else LogLevel.DEBUG,
         )
 
+    def module_process(
+        self, module: str, argv: tuple[str, ...], input_digest: Digest, description: str
+    ) -> VenvPexProcess:
+        """Another module run in the model's venv and environment, e.g. its standard checks."""
+        return VenvPexProcess(
+            self.venv_pex,
+            argv=("-m", module, *argv),
+            input_digest=input_digest,
+            extra_env={**_STEP_ENV, "PEX_EXTRA_SYS_PATH": ":".join(self.source_roots)},
+            description=description,
+            level=LogLevel.DEBUG,
+        )
+
+    def train_process(self):
+        return self.process("train", ("--dataset-sha256", self.inputs.dataset_sha256))
+
 
 @rule(desc="Set up an ml_model's training environment", level=LogLevel.DEBUG)
 async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSetup) -> ModelRunner:
@@ -190,14 +206,37 @@ class ModelStepOutputs:
     dataset_sha256: str
 
 
+def inputs_digest_of(train_process: Process) -> str:
+    """The fingerprint of every training input that model.json records as `inputs_digest`."""
+    fingerprint = json.dumps(
+        {
+            "input_digest": train_process.input_digest.fingerprint,
+            "argv": train_process.argv,
+            "env": dict(train_process.env),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(fingerprint.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelInputsDigest:
+    """`inputs_digest` of a model's current inputs, computed without running any step."""
+
+    value: str
+
+
+@rule(desc="Fingerprint an ml_model's training inputs", level=LogLevel.DEBUG)
+async def model_inputs_digest(request: ModelStepsRequest) -> ModelInputsDigest:
+    runner = await Get(ModelRunner, ModelStepsRequest, request)
+    train_process = await Get(Process, VenvPexProcess, runner.train_process())
+    return ModelInputsDigest(inputs_digest_of(train_process))
+
+
 @rule(desc="Train, evaluate and export an ml_model", level=LogLevel.DEBUG)
 async def run_model_steps(request: ModelStepsRequest) -> ModelStepOutputs:
     runner = await Get(ModelRunner, ModelStepsRequest, request)
-    train_process = await Get(
-        Process,
-        VenvPexProcess,
-        runner.process("train", ("--dataset-sha256", runner.inputs.dataset_sha256)),
-    )
+    train_process = await Get(Process, VenvPexProcess, runner.train_process())
     trained = await Get(ProcessResult, Process, train_process)
     with_checkpoint = await Get(Digest, MergeDigests((runner.input_digest, trained.output_digest)))
     evaluated, exported = await MultiGet(
@@ -212,19 +251,11 @@ async def run_model_steps(request: ModelStepsRequest) -> ModelStepOutputs:
             runner.process("export", ("--checkpoint", "train"), with_checkpoint),
         ),
     )
-    fingerprint = json.dumps(
-        {
-            "input_digest": train_process.input_digest.fingerprint,
-            "argv": train_process.argv,
-            "env": dict(train_process.env),
-        },
-        sort_keys=True,
-    )
     return ModelStepOutputs(
         train=trained.output_digest,
         evaluate=evaluated.output_digest,
         export=exported.output_digest,
-        inputs_digest=hashlib.sha256(fingerprint.encode()).hexdigest(),
+        inputs_digest=inputs_digest_of(train_process),
         dataset_address=runner.inputs.dataset_address,
         dataset_path=runner.inputs.dataset_path,
         dataset_sha256=runner.inputs.dataset_sha256,

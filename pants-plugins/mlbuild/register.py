@@ -3,6 +3,7 @@
 from mlbuild import (
     grpc_codegen,
     model_dependencies,
+    model_listing,
     model_report,
     model_steps,
     package_model,
@@ -30,6 +31,7 @@ def rules():
         *model_steps.rules(),
         *package_model.rules(),
         *model_report.rules(),
+        *model_listing.rules(),
         *grpc_codegen.rules(),
         *ruff_format.rules(),
         *oci_rules.rules(),
