@@ -6,6 +6,8 @@ from mlbuild import (
     model_listing,
     model_report,
     model_steps,
+    model_tailor,
+    model_tests,
     package_model,
     ruff_format,
 )
@@ -32,6 +34,8 @@ def rules():
         *package_model.rules(),
         *model_report.rules(),
         *model_listing.rules(),
+        *model_tests.rules(),
+        *model_tailor.rules(),
         *grpc_codegen.rules(),
         *ruff_format.rules(),
         *oci_rules.rules(),
