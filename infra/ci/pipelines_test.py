@@ -118,6 +118,7 @@ def test_gitlab_ci() -> None:
     assert {name: job["stage"] for name, job in jobs.items()} == {
         "build": "build",
         "test": "test",
+        "metrics-diff": "test",
         "deploy": "deploy",
     }
     goals = set()
@@ -170,7 +171,12 @@ def test_jenkinsfile() -> None:
     text = (CI / "Jenkinsfile").read_text()
     assert re.match(r"(\s*//[^\n]*\n)*\s*pipeline\s*\{", text), "not a declarative pipeline"
     stages = jenkins_blocks(text, "stage")
-    assert list(stages) == ["Compare against", "Lint, test and package what changed", "Deploy"]
+    assert list(stages) == [
+        "Compare against",
+        "Lint, test and package what changed",
+        "Metrics diff",
+        "Deploy",
+    ]
 
     assert jenkins_shell(stages["Compare against"]) == ["infra/ci/changed-base ${CHANGE_TARGET:-}"]
     assert "env.BASE = sh(returnStdout: true" in stages["Compare against"]
@@ -192,6 +198,29 @@ def test_jenkinsfile() -> None:
         "PROVENANCE_SIGNING_KEY",
     ]
     assert all(DEPLOY_COMMAND not in body for name, body in stages.items() if name != "Deploy")
+
+
+# ---------------------------------------------------------------------------- metrics diff
+
+METRICS_DIFF = "infra/ci/metrics-diff --pants-config-files=pants.ci.toml"
+
+
+def test_every_pipeline_runs_the_metrics_diff_on_merge_requests_only() -> None:
+    workflow = yaml.safe_load((CI / "github-actions.yml").read_text())
+    [step] = [s for s in workflow["jobs"]["build"]["steps"] if METRICS_DIFF in s.get("run", "")]
+    assert step["if"] == "github.event_name == 'pull_request'"
+    assert f"{METRICS_DIFF} ${{{{ steps.base.outputs.base }}}}" in step["run"]
+    assert "post-metrics-diff github" in step["run"]
+
+    job = yaml.safe_load(Path(".gitlab-ci.yml").read_text())["metrics-diff"]
+    assert job["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "merge_request_event"'}]
+    assert as_script(job["script"]).startswith(f'{METRICS_DIFF} "$BASE"')
+    assert "post-metrics-diff gitlab" in as_script(job["script"])
+
+    stage = jenkins_blocks((CI / "Jenkinsfile").read_text(), "stage")["Metrics diff"]
+    assert re.search(r"when\s*\{\s*changeRequest\(\)\s*\}", stage)
+    assert jenkins_shell(stage) == [f'{METRICS_DIFF} "$BASE"']
+    assert "currentBuild.description = readFile('dist/metrics-diff/metrics-diff.md')" in stage
 
 
 def test_jenkins_parser_skips_braces_in_strings_and_comments() -> None:

@@ -28,6 +28,7 @@ from models.common.harness import (  # noqa: E402
     ModelSpec,
     StepError,
 )
+from models.common.metrics import epoch_metrics  # noqa: E402
 
 BuildModel = Callable[[TrainingConfig, ModelSpec], keras.Model]
 
@@ -57,19 +58,28 @@ class KerasFramework(Framework):
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
+        x_val, y_val = self.prepare(split.validation.features), split.validation.labels
+        validation = []  # one record per epoch; inference only, so training is unchanged
+        record = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: validation.append(
+                epoch_metrics(
+                    y_val, np.asarray(model(x_val, training=False)), split.validation.class_names
+                )
+            )
+        )
         fit = model.fit(
             spec.train_features,
             split.train.labels,
             epochs=config.epochs,
             batch_size=config.batch_size,
-            validation_data=(self.prepare(split.validation.features), split.validation.labels),
+            validation_data=(x_val, y_val),
             shuffle=True,
             verbose=0,
+            callbacks=[record],
         )
-        losses, val_accuracies = fit.history["loss"], fit.history["val_accuracy"]
         history = [
-            {"epoch": i + 1, "train_loss": float(loss), "val_accuracy": float(acc)}
-            for i, (loss, acc) in enumerate(zip(losses, val_accuracies))
+            {"epoch": i + 1, "train_loss": float(loss), **on_validation}
+            for i, (loss, on_validation) in enumerate(zip(fit.history["loss"], validation))
         ]
         if not np.isfinite(history[-1]["train_loss"]):
             raise StepError(f"training diverged: final loss {history[-1]['train_loss']}")

@@ -61,3 +61,20 @@ def classification_metrics(
         "confusion_matrix": matrix.tolist(),
         "samples": int(total),
     }
+
+
+def epoch_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...] | list[str]
+) -> dict:
+    """One epoch's record on the validation split: its cross-entropy loss and the gated metrics.
+
+    Both frameworks record these the same way, so every model's report draws the same curves.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    picked = probabilities[np.arange(len(labels)), labels]
+    metrics = classification_metrics(labels, probabilities.argmax(axis=1), class_names)
+    return {
+        "val_loss": float(-np.log(np.clip(picked, 1e-12, 1.0)).mean()),
+        **{f"val_{name}": metrics[name] for name in GATED_METRICS},
+    }

@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from models.common.metrics import GATED_METRICS, classification_metrics, confusion_matrix
+from models.common.metrics import (
+    GATED_METRICS,
+    classification_metrics,
+    confusion_matrix,
+    epoch_metrics,
+)
 
 
 def test_confusion_matrix_rows_are_true_classes():
@@ -36,3 +41,18 @@ def test_class_never_predicted_has_zero_precision_not_nan():
 def test_out_of_range_predictions_are_rejected():
     with pytest.raises(ValueError, match="predictions outside"):
         confusion_matrix(np.array([0]), np.array([3]), 2)
+
+
+def test_epoch_metrics_agree_with_scikit_learn_log_loss_and_f1():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 300)
+    logits = rng.normal(size=(300, 4)) + 2 * np.eye(4)[labels]
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    record = epoch_metrics(labels, probabilities, ["a", "b", "c", "d"])
+    assert set(record) == {"val_loss", *(f"val_{name}" for name in GATED_METRICS)}
+    assert record["val_loss"] == pytest.approx(skm.log_loss(labels, probabilities))
+    predictions = probabilities.argmax(axis=1)
+    assert record["val_accuracy"] == pytest.approx(skm.accuracy_score(labels, predictions))
+    assert record["val_macro_f1"] == pytest.approx(
+        skm.f1_score(labels, predictions, average="macro", zero_division=0)
+    )

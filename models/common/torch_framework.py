@@ -15,6 +15,7 @@ from torch import nn
 from models.common.config import TrainingConfig
 from models.common.datasets import Split
 from models.common.harness import INPUT_NAME, OUTPUT_NAMES, Framework, ModelSpec, StepError
+from models.common.metrics import epoch_metrics
 
 BuildModel = Callable[[TrainingConfig, ModelSpec], nn.Module]
 
@@ -51,7 +52,7 @@ class TorchFramework(Framework):
         x = torch.from_numpy(spec.train_features)
         y = torch.from_numpy(split.train.labels)
         x_val = torch.from_numpy(self.prepare(split.validation.features))
-        y_val = torch.from_numpy(split.validation.labels)
+        y_val = split.validation.labels
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
         shuffle = torch.Generator().manual_seed(config.seed)
         history = []
@@ -68,9 +69,13 @@ class TorchFramework(Framework):
                 total += float(loss.detach()) * len(batch)
             model.eval()
             with torch.no_grad():
-                val_accuracy = float((model(x_val).argmax(dim=1) == y_val).float().mean())
+                val_probabilities = torch.softmax(model(x_val), dim=1).numpy()
             history.append(
-                {"epoch": epoch + 1, "train_loss": total / len(x), "val_accuracy": val_accuracy}
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": total / len(x),
+                    **epoch_metrics(y_val, val_probabilities, split.validation.class_names),
+                }
             )
         if not np.isfinite(history[-1]["train_loss"]):
             raise StepError(f"training diverged: final loss {history[-1]['train_loss']}")

@@ -110,6 +110,41 @@ class ModelRunner:
             level=LogLevel.INFO if step == "train" else LogLevel.DEBUG,
         )
 
+    def module_process(
+        self, module: str, argv: tuple[str, ...], input_digest: Digest, description: str
+    ) -> VenvPexProcess:
+        """Another module run in the model's venv and environment, e.g. its standard checks."""
+        return VenvPexProcess(
+            self.venv_pex,
+            argv=("-m", module, *argv),
+            input_digest=input_digest,
+            extra_env={**_STEP_ENV, "PEX_EXTRA_SYS_PATH": ":".join(self.source_roots)},
+            description=description,
+            level=LogLevel.DEBUG,
+        )
+
+    @property
+    def train_args(self) -> tuple[str, ...]:
+        return ("--dataset-sha256", self.inputs.dataset_sha256)
+
+    def train_process(self) -> VenvPexProcess:
+        return self.process("train", self.train_args)
+
+    def inputs_digest(self) -> str:
+        """What the model is trained from (model.json's `inputs_digest`), and nothing about the
+        machine: the Train process's launcher scripts and interpreter paths are left out."""
+        fingerprint = json.dumps(
+            {
+                "files": self.input_digest.fingerprint,
+                "lockfile": [self.lockfile_path, self.lockfile_sha256],
+                "interpreter_constraints": self.interpreter_constraints,
+                "argv": self.step_argv("train", self.train_args),
+                "env": _STEP_ENV,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(fingerprint.encode()).hexdigest()
+
 
 def _file_sha256(entries: DigestEntries) -> str | None:
     """A file's sha256 from Pants's store (a file's digest is the sha256 of its content)."""
@@ -207,11 +242,23 @@ class ModelStepOutputs:
     dataset_sha256: str
 
 
+@dataclass(frozen=True)
+class ModelInputsDigest:
+    """`inputs_digest` of a model's current inputs, computed without running any step."""
+
+    value: str
+
+
+@rule(desc="Fingerprint an ml_model's training inputs", level=LogLevel.DEBUG)
+async def model_inputs_digest(request: ModelStepsRequest) -> ModelInputsDigest:
+    runner = await Get(ModelRunner, ModelStepsRequest, request)
+    return ModelInputsDigest(runner.inputs_digest())
+
+
 @rule(desc="Train, evaluate and export an ml_model", level=LogLevel.DEBUG)
 async def run_model_steps(request: ModelStepsRequest) -> ModelStepOutputs:
     runner = await Get(ModelRunner, ModelStepsRequest, request)
-    train_args = ("--dataset-sha256", runner.inputs.dataset_sha256)
-    trained = await Get(ProcessResult, VenvPexProcess, runner.process("train", train_args))
+    trained = await Get(ProcessResult, VenvPexProcess, runner.train_process())
     with_checkpoint = await Get(Digest, MergeDigests((runner.input_digest, trained.output_digest)))
     evaluated, exported = await MultiGet(
         Get(
@@ -225,23 +272,11 @@ async def run_model_steps(request: ModelStepsRequest) -> ModelStepOutputs:
             runner.process("export", ("--checkpoint", "train"), with_checkpoint),
         ),
     )
-    # What the model was trained from, and nothing about the machine that trained it: the
-    # launcher scripts and interpreter paths in the Train process are left out.
-    fingerprint = json.dumps(
-        {
-            "files": runner.input_digest.fingerprint,
-            "lockfile": [runner.lockfile_path, runner.lockfile_sha256],
-            "interpreter_constraints": runner.interpreter_constraints,
-            "argv": runner.step_argv("train", train_args),
-            "env": _STEP_ENV,
-        },
-        sort_keys=True,
-    )
     return ModelStepOutputs(
         train=trained.output_digest,
         evaluate=evaluated.output_digest,
         export=exported.output_digest,
-        inputs_digest=hashlib.sha256(fingerprint.encode()).hexdigest(),
+        inputs_digest=runner.inputs_digest(),
         dataset_address=runner.inputs.dataset_address,
         dataset_path=runner.inputs.dataset_path,
         dataset_sha256=runner.inputs.dataset_sha256,

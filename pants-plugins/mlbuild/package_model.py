@@ -7,12 +7,20 @@ import json
 from dataclasses import dataclass
 
 from pants.core.goals.package import BuiltPackage, BuiltPackageArtifact, PackageFieldSet
-from pants.engine.fs import AddPrefix, CreateDigest, Digest, DigestContents, FileContent
-from pants.engine.rules import Get, collect_rules, rule
+from pants.engine.fs import (
+    AddPrefix,
+    CreateDigest,
+    Digest,
+    DigestContents,
+    FileContent,
+    MergeDigests,
+)
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.unions import UnionRule
 from pants.util.logging import LogLevel
 
 from mlbuild.model_gate import check_thresholds
+from mlbuild.model_report import ModelReport, ModelReportRequest, report_request
 from mlbuild.model_steps import ModelStepOutputs, ModelStepsRequest
 from mlbuild.target_types import (
     ModelConfigSourceField,
@@ -116,19 +124,27 @@ async def package_ml_model(field_set: MlModelFieldSet) -> BuiltPackage:
             "verified_samples": export["verified_samples"],
         },
     }
-    artifact = await Get(
-        Digest,
-        CreateDigest(
-            [
-                FileContent("model.onnx", onnx_bytes),
-                FileContent(
-                    "model.json",
-                    (json.dumps(description, indent=2, sort_keys=True) + "\n").encode(),
-                ),
-            ]
+    artifact, report = await MultiGet(
+        Get(
+            Digest,
+            CreateDigest(
+                [
+                    FileContent("model.onnx", onnx_bytes),
+                    FileContent(
+                        "model.json",
+                        (json.dumps(description, indent=2, sort_keys=True) + "\n").encode(),
+                    ),
+                ]
+            ),
+        ),
+        Get(
+            ModelReport,
+            ModelReportRequest,
+            report_request(field_set.address, description, training["summary"]["history"]),
         ),
     )
-    digest = await Get(Digest, AddPrefix(artifact, field_set.artifact_dir))
+    merged = await Get(Digest, MergeDigests((artifact, report.digest)))
+    digest = await Get(Digest, AddPrefix(merged, field_set.artifact_dir))
     return BuiltPackage(
         digest,
         (
@@ -139,6 +155,7 @@ async def package_ml_model(field_set: MlModelFieldSet) -> BuiltPackage:
                     + ", ".join(f"{m} {metrics[m]:.4f}" for m in thresholds),
                 ),
             ),
+            BuiltPackageArtifact(f"{field_set.artifact_dir}/report.html"),
         ),
     )
 

@@ -366,6 +366,8 @@ def cmd_model(args: argparse.Namespace) -> None:
         raise SystemExit(f"model {name}: the artifact file {artifact.get('file')!r} is missing")
     if "sha256" in artifact and hashlib.sha256(data).hexdigest() != artifact["sha256"]:
         raise SystemExit(f"model {name}: the artifact's sha256 differs from model.json")
+    # The server needs model.json and the file it names; the review report stays in dist/.
+    files = {rel: files[rel] for rel in ("model.json", artifact.get("file", "model.onnx"))}
     # Wall-clock training time is the one field that differs between two trainings of the same
     # inputs; the image leaves it out so that two cold builds give the same image digest.
     training = meta.get("training")

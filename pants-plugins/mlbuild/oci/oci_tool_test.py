@@ -110,7 +110,13 @@ def model_dir(tmp_path):
     }
     write_tree(
         tmp_path / "pkg",
-        {"models/m1/model.onnx": onnx, "models/m1/model.json": json.dumps(meta).encode()},
+        {
+            "models/m1/model.onnx": onnx,
+            "models/m1/model.json": json.dumps(meta).encode(),
+            # The review report is in the package but not in the image.
+            "models/m1/report.html": b"<html></html>",
+            "models/m1/report_loss.png": b"png",
+        },
         0,
     )
     return tmp_path / "pkg"
