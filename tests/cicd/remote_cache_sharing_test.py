@@ -14,7 +14,7 @@ A repository made of this sandbox's files (our Pants set-up and infra/report) is
 5. An expired token: the build passes with one warning.
 Counters come from `[stats] log`. Five Pants runs: 9-17 min on 2 busy cores (load 8-16). Restarts, key rotation
 and every refusal over REAPI: remote_cache_auth_test.py; the cache down (a dead port):
-model_image_sharing_test.py.
+two_machines_test.py.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ PYENV_ROOT, another PATH order and LANG, and its own toolchain (Pants installed 
 cache A filled, B must run none of the steps A cached (trainings, images, pytest runs, PEX
 builds), and write a byte-identical dist/. Then B edits one model: exactly that model trains,
 and explain-miss names the edited file as the only difference of that step. A machine that
-cannot use the toolchain convention still builds and is told so once.
+cannot use the toolchain convention still builds and is told so once, also with the cache down.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -178,8 +179,19 @@ def test_a_machine_off_the_convention_builds_and_is_told_once(
     repo = ScratchRepo(tmp_path / "C" / "repo")
     # Its toolchain root belongs to another user: ./pants must not use it.
     c = Machine("C", tmp_path / "C", repo.root, depth=1, toolchain_owner=65534)
-    first = c.pants("lint", "models/common/config.py")
+    # And the team cache is down (nothing listens on its port): the build passes, one warning.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    first = c.pants(
+        "--remote-cache-read",
+        f"--remote-store-address=grpc://127.0.0.1:{dead_port}",
+        "--remote-cache-warnings=first_only",
+        "lint",
+        "models/common/config.py",
+    )
     assert first.returncode == 0, first.output
+    assert first.output.count("Failed to read from remote cache") == 1, first.output
     notices = [
         line for line in first.output.splitlines() if "will not share the team's cache" in line
     ]
