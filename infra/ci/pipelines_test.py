@@ -66,10 +66,12 @@ def as_script(commands: str | list[str]) -> str:
 
 # ---------------------------------------------------------------------------------- GitHub
 
+# GitHub runs workflows from .github/workflows/ only.
+GITHUB_WORKFLOW = Path(".github/workflows/ci.yml")
+
 
 def test_github_actions() -> None:
-    # GitHub runs workflows from .github/workflows/ only.
-    workflow = yaml.safe_load(Path(".github/workflows/ci.yml").read_text())
+    workflow = yaml.safe_load(GITHUB_WORKFLOW.read_text())
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
     assert set(triggers) == {"pull_request", "push"}
     assert triggers["push"] == {"branches": ["main"]}
@@ -206,7 +208,7 @@ METRICS_DIFF = "infra/ci/metrics-diff --pants-config-files=pants.ci.toml"
 
 
 def test_every_pipeline_runs_the_metrics_diff_on_merge_requests_only() -> None:
-    workflow = yaml.safe_load((CI / "github-actions.yml").read_text())
+    workflow = yaml.safe_load(GITHUB_WORKFLOW.read_text())
     [step] = [s for s in workflow["jobs"]["build"]["steps"] if METRICS_DIFF in s.get("run", "")]
     assert step["if"] == "github.event_name == 'pull_request'"
     assert f"{METRICS_DIFF} ${{{{ steps.base.outputs.base }}}}" in step["run"]
