@@ -120,7 +120,8 @@ def registry(tmp_path_factory):
 def pull_and_run(client, registry: testing.TestRegistry, image: Image):
     """Pushes the image tar to the registry (as `pants publish` does), pulls it into the engine
     by digest, as Kubernetes would from the manifest, and starts it locked down (read-only root
-    filesystem, no capabilities, no privilege escalation) with port 8500 published on 127.0.0.1.
+    filesystem with a writable /tmp as the Kubernetes manifest's emptyDir gives it, no capabilities,
+    no privilege escalation) with port 8500 published on 127.0.0.1.
 
     The engine reaches the registry over TLS without checking its certificate: Docker treats
     registries on 127.0.0.0/8 as insecure. Its password is checked."""
@@ -140,6 +141,8 @@ def pull_and_run(client, registry: testing.TestRegistry, image: Image):
         detach=True,
         ports={"8500/tcp": ("127.0.0.1", None)},
         read_only=True,
+        # The manifest's /tmp emptyDir: the server's workers keep their metrics there.
+        tmpfs={"/tmp": "rw,size=64m"},
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
     )
