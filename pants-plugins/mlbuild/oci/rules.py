@@ -67,6 +67,7 @@ from pants.engine.target import (
     Targets,
     TransitiveTargets,
     TransitiveTargetsRequest,
+    UnexpandedTargets,
 )
 from pants.engine.unions import UnionRule
 from pants.option.option_types import DictOption, StrOption
@@ -455,8 +456,8 @@ def _lockfile_paths(
 async def build_image_attestations(
     request: ImageAttestationsRequest, python_setup: PythonSetup
 ) -> ImageAttestations:
-    targets = await Get(Targets, Addresses([request.base, request.model]))
-    base, model = targets
+    # Unexpanded: a model kept as a `files` target is one target here, not one per file.
+    base, model = await Get(UnexpandedTargets, Addresses([request.base, request.model]))
     lockfiles = _lockfile_paths(request.server.resolve, model, python_setup)
     pins, locks = await MultiGet(
         Get(HydratedSources, HydrateSourcesRequest(base[DebianPackagesSourceField])),
