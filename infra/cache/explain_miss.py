@@ -186,22 +186,20 @@ def _sha256(path: Path, seen: dict[tuple[int, int], str]) -> str:
 
 def sandbox_inputs(sandbox: Path, record: dict, seen: dict[tuple[int, int], str]) -> dict[str, str]:
     """The files of a kept sandbox that were inputs: not outputs, caches or Pants's script, and
-    nothing the process wrote (bytecode, tool caches): Pants writes `__run.sh` after the inputs
-    and before the process starts, so anything newer is the process's own."""
+    not the bytecode Python wrote while the step ran (Pants never puts `__pycache__` in an input
+    root; it writes `__run.sh` when it keeps the sandbox, after the run)."""
     skip_dirs = tuple(f"{d.rstrip('/')}/" for d in record.get("output_directories") or ())
     skip_files = set(record.get("output_files") or ()) | {"__run.sh"}
-    script = sandbox / "__run.sh"
-    started = script.lstat().st_mtime_ns if script.exists() else None
     files = {}
     for root, dirs, names in os.walk(sandbox):
         # Append-only caches (.cache/pex_root, ...) are symlinks to shared directories.
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        dirs[:] = [
+            d for d in dirs if d != "__pycache__" and not os.path.islink(os.path.join(root, d))
+        ]
         for name in names:
             path = Path(root, name)
             relative = path.relative_to(sandbox).as_posix()
             if relative in skip_files or relative.startswith(skip_dirs) or not path.exists():
-                continue
-            if started is not None and path.lstat().st_mtime_ns > started:
                 continue
             files[relative] = _sha256(path, seen)
     return files
