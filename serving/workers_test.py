@@ -161,6 +161,34 @@ def test_metrics_sum_exactly_across_workers(model_dir):
             channel.close()
 
 
+def wait_for_replacement(server_pid: int, known: list[int], timeout: float = 30.0) -> int:
+    """The pid of a worker that is not one of `known` (the one spawned after a kill)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = [pid for pid in worker_pids(server_pid) if pid not in known]
+        if fresh:
+            return fresh[0]
+        time.sleep(0.005)
+    raise AssertionError(f"no replacement worker within {timeout:.0f} s")
+
+
+def poll_ready(port: int, want: bool, timeout: float) -> list[bool]:
+    """ServerReady answers on a new connection until one is `want`; all answers seen."""
+    client, channel = stub(port, **{"grpc.use_local_subchannel_pool": 1})
+    seen: list[bool] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(grpc.RpcError):
+                seen.append(client.ServerReady(pb.ServerReadyRequest(), timeout=5).ready)
+                if seen[-1] == want:
+                    return seen
+            time.sleep(0.02)
+    finally:
+        channel.close()
+    raise AssertionError(f"ServerReady never answered {want} in {timeout:.0f} s; answers: {seen}")
+
+
 def test_a_worker_killed_under_load_is_restarted_and_no_answer_is_wrong(model_dir):
     with two_workers(model_dir) as (process, port, metrics_port):
         x = images(3, seed=7)
@@ -189,31 +217,34 @@ def test_a_worker_killed_under_load_is_restarted_and_no_answer_is_wrong(model_di
                     answers["after_restart"] += 1
             channel.close()
 
-        threads = [threading.Thread(target=load) for _ in range(8)]
-        for t in threads:
-            t.start()
-        time.sleep(1.0)
-        victim = worker_pids(process.pid)[0]
-        os.kill(victim, signal.SIGKILL)
-        # Readiness drops while a worker is missing, and comes back with the replacement.
-        ready_client, ready_channel = stub(port, **{"grpc.use_local_subchannel_pool": 1})
-        seen: list[tuple[float, bool]] = []  # (seconds after the kill, ready) on each change
-        killed = time.monotonic()
-        while time.monotonic() < killed + 60:
-            with contextlib.suppress(grpc.RpcError):
-                ready = ready_client.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
-                if not seen or seen[-1][1] != ready:
-                    seen.append((time.monotonic() - killed, ready))
-            if seen and seen[-1][1] and any(not r for _, r in seen):
-                break
-            time.sleep(0.01)
-        ready_channel.close()
-        assert any(not r for _, r in seen) and seen[-1][1], seen
-        restarted.set()
-        time.sleep(1.0)
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
+        # Daemon threads, stopped in `finally`: a failed assertion must not leave the test
+        # process waiting on them forever.
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(8)]
+        replacement = None
+        try:
+            for t in threads:
+                t.start()
+            time.sleep(1.0)
+            before = worker_pids(process.pid)
+            victim = before[0]
+            os.kill(victim, signal.SIGKILL)
+            # Hold the replacement while it starts (it imports for a second or more), so the
+            # window with a worker missing lasts as long as the test needs, however loaded the
+            # machine: the survivor must say not ready, then ready once the replacement runs.
+            replacement = wait_for_replacement(process.pid, before)
+            os.kill(replacement, signal.SIGSTOP)
+            assert poll_ready(port, want=False, timeout=30)[-1] is False
+            os.kill(replacement, signal.SIGCONT)
+            replacement = None
+            poll_ready(port, want=True, timeout=60)
+            restarted.set()
+            time.sleep(1.0)
+        finally:
+            if replacement is not None:
+                os.kill(replacement, signal.SIGCONT)
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
         assert not wrong, wrong[:3]
         # The killed worker's connections fail with UNAVAILABLE (retryable); nothing else.
         assert set(errors) <= {grpc.StatusCode.UNAVAILABLE}, set(errors)
