@@ -84,7 +84,8 @@ class ModelArtifact:
 async def model_artifact(field_set: MlModelFieldSet) -> ModelArtifact:
     outputs = await Get(ModelStepOutputs, ModelStepsRequest, field_set.steps_request())
     training_contents, evaluate_contents, export_contents = await MultiGet(
-        Get(DigestContents, Digest, step) for step in (outputs.train, outputs.evaluate, outputs.export)
+        Get(DigestContents, Digest, step)
+        for step in (outputs.train, outputs.evaluate, outputs.export)
     )
     training = json.loads(_read(training_contents, "train/training.json"))
     metrics = json.loads(_read(evaluate_contents, "evaluate/metrics.json"))
@@ -149,8 +150,7 @@ async def model_artifact(field_set: MlModelFieldSet) -> ModelArtifact:
     return ModelArtifact(
         artifact,
         report_request(field_set.address, description, training["summary"]["history"]),
-        f"version {onnx_sha256[:12]}; "
-        + ", ".join(f"{m} {metrics[m]:.4f}" for m in thresholds),
+        f"version {onnx_sha256[:12]}; " + ", ".join(f"{m} {metrics[m]:.4f}" for m in thresholds),
     )
 
 

@@ -78,7 +78,6 @@ from pants.util.strutil import help_text
 from pants.version import VERSION as PANTS_VERSION
 
 from mlbuild import k8s_manifest
-from mlbuild.package_model import MlModelFieldSet, ModelArtifact
 from mlbuild.oci.target_types import (
     DebianPackagesSourceField,
     ModelImageArgsField,
@@ -90,6 +89,7 @@ from mlbuild.oci.target_types import (
     ModelImageRepositoryField,
     ModelImageServerField,
 )
+from mlbuild.package_model import MlModelFieldSet, ModelArtifact
 from mlbuild.target_types import ModelFrameworkField, ModelResolveField
 
 # Where the layers put things inside the image.
