@@ -13,8 +13,7 @@ import netrc
 import os
 import re
 from dataclasses import dataclass
-from pathlib import PurePosixPath
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 from pants.core.util_rules.source_files import SourceFiles, SourceFilesRequest
 from pants.engine.addresses import Address
@@ -52,13 +51,9 @@ class DatasetDigestMismatch(Exception):
 
 
 def dataset_file_path(target: Target) -> str:
-    """Where the dataset's file is in every sandbox: its `source`, or the URL's file name placed
-    in the target's directory."""
-    url = target[DatasetUrlField].value
-    if url is None:
-        return target[DatasetSourceField].file_path
-    name = unquote(PurePosixPath(urlparse(url).path).name)
-    return str(PurePosixPath(target.address.spec_path, name))
+    """Where the dataset's file is in every sandbox: its `source`, or for a dataset in the store
+    the URL's file name in the target's directory (as for an `http_source`)."""
+    return target[DatasetSourceField].file_path
 
 
 @dataclass(frozen=True)

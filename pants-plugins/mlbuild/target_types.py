@@ -7,7 +7,7 @@ import re
 from typing import Any, ClassVar, Dict, Optional
 from urllib.parse import urlparse
 
-from pants.core.target_types import FileSourceField
+from pants.core.target_types import FileSourceField, http_source
 from pants.engine.addresses import Address
 from pants.engine.target import (
     COMMON_TARGET_FIELDS,
@@ -78,10 +78,11 @@ class DatasetUrlField(StringField):
                 f"The {cls.alias!r} field in target {address} contains credentials; put them in "
                 "the file named by DATASTORE_NETRC (netrc-style), never in a BUILD file."
             )
-        if not parsed.path.endswith(".npz") or parsed.query or parsed.fragment:
+        name = parsed.path.rsplit("/", 1)[-1]
+        if not re.fullmatch(r"[A-Za-z0-9._-]+\.npz", name) or parsed.query or parsed.fragment:
             raise InvalidFieldException(
                 f"The {cls.alias!r} field in target {address} must end in the dataset's `.npz` "
-                f"file name (no query or fragment), but was {value!r}."
+                f"file name (letters, digits, `._-`; no query or fragment), but was {value!r}."
             )
         return value
 
@@ -138,8 +139,21 @@ class MlDatasetTarget(Target):
         """
     )
 
+    def __init__(self, unhydrated_values: dict[str, Any], address: Address, *args, **kwargs):
+        # A dataset in the store is, to Pants's own source handling, an `http_source` pinned by
+        # length and sha256: anything that depends on it gets the file, from the local store once
+        # `mlbuild.dataset_fetch` fetched it (with credentials, which `http_source` cannot carry).
+        url, size, sha256 = (unhydrated_values.get(k) for k in ("url", "size", "sha256"))
+        object.__setattr__(self, "_source_set", unhydrated_values.get("source") is not None)
+        if url is not None and not self._source_set and isinstance(size, int) and sha256:
+            unhydrated_values = {
+                **unhydrated_values,
+                "source": http_source(str(url), len=size, sha256=str(sha256)),
+            }
+        super().__init__(unhydrated_values, address, *args, **kwargs)
+
     def validate(self) -> None:
-        has_source = self[DatasetSourceField].value is not None
+        has_source = self._source_set
         has_url = self[DatasetUrlField].value is not None
         if has_source == has_url:
             raise InvalidTargetException(
