@@ -41,10 +41,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDatastore
         yield store
 
 
-def make_rule_runner(store: RunningDatastore, **env: str) -> RuleRunner:
+def make_rule_runner(store: RunningDatastore | None, **env: str) -> RuleRunner:
     rule_runner = RuleRunner(
         # Pants's downloads trust the store's CA through `ca_certs_path` (the system's CAs plus it).
-        ca_certs_path=store.env["DATASTORE_CA_BUNDLE"],
+        ca_certs_path=store.env["DATASTORE_CA_BUNDLE"] if store else None,
         rules=[
             *dataset_fetch.rules(),
             *source_files.rules(),
@@ -54,7 +54,9 @@ def make_rule_runner(store: RunningDatastore, **env: str) -> RuleRunner:
         ],
         target_types=[MlDatasetTarget],
     )
-    rule_runner.set_options([], env={"DATASTORE_NETRC": store.env["DATASTORE_NETRC"], **env})
+    if store:
+        env = {"DATASTORE_NETRC": store.env["DATASTORE_NETRC"], **env}
+    rule_runner.set_options([], env=env)
     return rule_runner
 
 
@@ -166,3 +168,13 @@ def test_an_unreachable_store_is_named(store: RunningDatastore):
     message = fetch_error(make_rule_runner(store), dataset_build(url, sha256="2" * 64))
     assert f"Cannot fetch dataset {ADDRESS} from {url}" in message
     assert "unreachable" in message
+
+
+def test_a_committed_file_is_checked_against_its_sha256() -> None:
+    rule_runner = make_rule_runner(None)
+    rule_runner.write_files({"data/d.npz": CONTENT})
+    fetched = fetch(rule_runner, f'ml_dataset(name="d", source="d.npz", sha256="{SHA}")')
+    assert (fetched.path, fetched.url, fetched.size) == ("data/d.npz", None, len(CONTENT))
+    message = fetch_error(rule_runner, f'ml_dataset(name="d", source="d.npz", sha256="{"3" * 64}")')
+    assert f"{ADDRESS}: dataset data/d.npz does not match its declared sha256" in message
+    assert f"actual {SHA}" in message
