@@ -178,3 +178,17 @@ def test_a_committed_file_is_checked_against_its_sha256() -> None:
     message = fetch_error(rule_runner, f'ml_dataset(name="d", source="d.npz", sha256="{"3" * 64}")')
     assert f"{ADDRESS}: dataset data/d.npz does not match its declared sha256" in message
     assert f"actual {SHA}" in message
+
+
+def test_credentials_from_the_environment(store: RunningDatastore, tmp_path) -> None:
+    url, content = fresh_file(store, "d.npz")
+    password = Path(store.env["DATASTORE_PASSWORD_FILE"]).read_text().strip()
+    rule_runner = make_rule_runner(
+        store,
+        DATASTORE_NETRC=str(tmp_path / "none"),
+        DATASTORE_USERNAME="ci",
+        DATASTORE_PASSWORD=password,
+    )
+    fetched = fetch(rule_runner, fresh_build(url, content))
+    (fetched_content,) = rule_runner.request(DigestContents, [fetched.digest])
+    assert fetched_content.content == content
