@@ -29,6 +29,7 @@ from pants.engine.target import TransitiveTargets, TransitiveTargetsRequest
 from pants.source.source_root import SourceRoot, SourceRootRequest
 from pants.util.logging import LogLevel
 
+from mlbuild.dataset_fetch import DatasetFile, DatasetFileRequest
 from mlbuild.model_dependencies import ModelInputs, ModelInputsRequest
 from mlbuild.target_types import (
     ModelConfigSourceField,
@@ -46,10 +47,6 @@ _STEP_ENV = {
     "CUDA_VISIBLE_DEVICES": "",
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
-
-
-class DatasetDigestMismatch(Exception):
-    """The dataset file is not the one its `ml_dataset` target declares."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +161,9 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
             request.resolve,
         ),
     )
+    # The dataset first: checked against its sha256, or fetched (with the store's credentials)
+    # and verified, before its file is hydrated as a source below or any process runs.
+    dataset = await Get(DatasetFile, DatasetFileRequest(inputs.dataset_address))
     transitive, config_files, entry_root = await MultiGet(
         Get(
             TransitiveTargets,
@@ -183,7 +183,8 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
     interpreter_constraints = InterpreterConstraints.create_from_targets(
         transitive.closure, python_setup
     ) or InterpreterConstraints(python_setup.interpreter_constraints)
-    venv_pex, input_digest = await MultiGet(
+    lockfile_path = python_setup.resolves[inputs.resolve]
+    venv_pex, lockfile_entries = await MultiGet(
         Get(
             VenvPex,
             PexRequest(
@@ -193,28 +194,14 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
                 pex_path=[requirements_pex],
             ),
         ),
-        Get(
-            Digest,
-            MergeDigests((sources.source_files.snapshot.digest, config_files.snapshot.digest)),
-        ),
-    )
-    # The dataset's digest is checked here, before any process runs (the harness checks again).
-    lockfile_path = python_setup.resolves[inputs.resolve]
-    dataset_entries, lockfile_entries = await MultiGet(
-        Get(DigestEntries, PathGlobs([inputs.dataset_path])),
         Get(DigestEntries, PathGlobs([lockfile_path])),
     )
-    actual = _file_sha256(dataset_entries)
-    if actual is None:
-        raise DatasetDigestMismatch(
-            f"{request.address}: dataset file {inputs.dataset_path} is missing"
-        )
-    if actual != inputs.dataset_sha256:
-        raise DatasetDigestMismatch(
-            f"{request.address}: dataset {inputs.dataset_path} does not match the sha256 declared "
-            f"by {inputs.dataset_address}: declared {inputs.dataset_sha256}, actual {actual}. If "
-            "the change is intended, update the `sha256` field of the `ml_dataset` target."
-        )
+    input_digest = await Get(
+        Digest,
+        MergeDigests(
+            (sources.source_files.snapshot.digest, config_files.snapshot.digest, dataset.digest)
+        ),
+    )
     return ModelRunner(
         address=request.address,
         inputs=inputs,
@@ -240,6 +227,7 @@ class ModelStepOutputs:
     dataset_address: Address
     dataset_path: str
     dataset_sha256: str
+    dataset_url: str | None
 
 
 @dataclass(frozen=True)
@@ -280,6 +268,7 @@ async def run_model_steps(request: ModelStepsRequest) -> ModelStepOutputs:
         dataset_address=runner.inputs.dataset_address,
         dataset_path=runner.inputs.dataset_path,
         dataset_sha256=runner.inputs.dataset_sha256,
+        dataset_url=runner.inputs.dataset_url,
     )
 
 

@@ -103,6 +103,7 @@ async def package_ml_model(field_set: MlModelFieldSet) -> BuiltPackage:
             "address": str(outputs.dataset_address),
             "file": outputs.dataset_path,
             "sha256": outputs.dataset_sha256,
+            **({"url": outputs.dataset_url} if outputs.dataset_url else {}),
         },
         "metrics": metrics,
         "thresholds": thresholds,

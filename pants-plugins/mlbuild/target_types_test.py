@@ -86,6 +86,39 @@ def test_dataset_sha256_must_be_hex(rule_runner: RuleRunner) -> None:
     assert rule_runner.get_target(Address("d", target_name="d")) is not None
 
 
+URL = "https://store.example/datasets/big.npz"
+
+
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ("", "must set exactly one of `source`"),
+        (f'source="d.npz", url="{URL}", size=3', "must set exactly one of `source`"),
+        (f'url="{URL}"', "sets `url`, so it must set `size` too"),
+        ('source="d.npz", size=3', "`size` only goes with `url`"),
+        ('url="ftp://store.example/big.npz", size=3', "must be an https://, http:// or file: URL"),
+        ('url="https://ci:secret@store.example/big.npz", size=3', "contains credentials"),
+        ('url="https://store.example/big.tar", size=3', "must end in the dataset's `.npz`"),
+        (f'url="{URL}", size=0', "must be a positive number of bytes"),
+    ],
+)
+def test_a_dataset_is_either_committed_or_in_the_store(rule_runner, fields, expected) -> None:
+    rule_runner.write_files(
+        {"d/BUILD": f'ml_dataset(name="d", sha256="{SHA}", {fields})', "d/d.npz": ""}
+    )
+    with pytest.raises(ExecutionError) as caught:
+        rule_runner.get_target(Address("d", target_name="d"))
+    assert expected in str(caught.value)
+    assert "d:d" in str(caught.value)
+
+
+def test_a_dataset_in_the_store(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files(
+        {"d/BUILD": f'ml_dataset(name="d", sha256="{SHA}", url="{URL}", size=3)'}
+    )
+    assert rule_runner.get_target(Address("d", target_name="d")) is not None
+
+
 def test_gated_metrics_match_the_training_harness() -> None:
     tree = ast.parse(Path("models/common/metrics.py").read_text())
     assigned = next(
