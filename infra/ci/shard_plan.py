@@ -21,7 +21,8 @@ A model's cost is the training time its artifact recorded (`training.seconds` in
 of an earlier build, found under `--costs`), plus `--model-overhead` (evaluate, export, report,
 image); a model without an artifact costs `--default-cost`.
 
-`run` runs a command on one shard's targets (through Pants's `--spec-files`), or says that the
+`record-costs DIST DIR` keeps a build's model.json files in DIR (which pipelines carry from one
+pipeline to the next) for `--costs DIR`. `run` runs a command on one shard's targets (through Pants's `--spec-files`), or says that the
 shard is empty and succeeds. `check-no-training` fails if a Pants execution log shows a training
 that ran instead of coming from a cache: the stages after the build must train nothing.
 """
@@ -384,6 +385,17 @@ def _run_command(args: argparse.Namespace) -> int:
     return subprocess.run(command).returncode
 
 
+def _record_costs_command(args: argparse.Namespace) -> int:
+    """Keeps each model.json of a build (its recorded training time) for the next plans."""
+    kept = 0
+    for path in sorted(args.dist.glob("models/*/model.json")):
+        relative = path.relative_to(args.dist)
+        _write_atomically(args.into / relative, path.read_text())
+        kept += 1
+    print(f"kept the recorded costs of {kept} models in {args.into}")
+    return 0
+
+
 def _check_command(args: argparse.Namespace) -> int:
     if not args.log.is_file():
         raise PlanError(f"{args.log}: no execution log (is [execution-log].path set?)")
@@ -426,6 +438,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("shard", help="K/N, K from 0")
     run.add_argument("command", nargs=argparse.REMAINDER)
     run.set_defaults(handler=_run_command)
+
+    record = commands.add_parser("record-costs", help="keep a build's model.json files for --costs")
+    record.add_argument("dist", type=Path, help="the build's dist/")
+    record.add_argument("into", type=Path, help="the directory the next plans read with --costs")
+    record.set_defaults(handler=_record_costs_command)
 
     check = commands.add_parser("check-no-training", help="fail if a training ran (not cached)")
     check.add_argument("log", type=Path, help="a Pants execution log (dist/execution-log.jsonl)")

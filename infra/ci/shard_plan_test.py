@@ -140,6 +140,14 @@ def test_recorded_costs_come_from_model_json(tmp_path: Path) -> None:
     }
     with pytest.raises(PlanError, match="no such directory"):
         recorded_costs([tmp_path / "missing"])
+    # record-costs keeps them (model.json only) where the next plan reads them.
+    (tmp_path / "models" / "a" / "model.onnx").write_bytes(b"onnx")
+    kept = tmp_path / "kept"
+    assert main(["record-costs", str(tmp_path), str(kept)]) == 0
+    assert not (kept / "models" / "a" / "model.onnx").exists()
+    assert recorded_costs([kept]) == {
+        "models/a:a": (12.5, str(kept / "models" / "a" / "model.json"))
+    }
 
 
 def test_the_repository_runner_classes_are_valid() -> None:
