@@ -1,16 +1,19 @@
 """CI fanned out over three runners sharing one team cache: real ./pants, a real BuildGrid.
 
-A scratch repo's last commit adds four tiny models (one declaring `resources`) and one model's
+A scratch repo's last commit adds three tiny models (one declaring `resources`) and one model's
 serving image. As the pipelines do (infra/ci/shard-plan): a plan over what changed, costs from a
 single-runner reference build's artifacts; the build stage's three CPU shards, each on its own
 machine (own checkout path, HOME and XDG_CACHE_HOME, so its own local cache), package their
-shard against the cache; the test stage (`test --shard=K/3`) and the unsharded assemble stage
-run on further machines with empty local caches. Every model must be trained exactly once in
-all, the test and assemble stages must train nothing (their execution logs, checked by
-`shard-plan check-no-training`), and the assembled dist/ must equal the reference build's.
-Last, a model asking for more GPUs than this machine has is refused, not trained on CPU.
-Machines here share the Pants install and interpreters: tests/cicd/two_machines_test.py shows
-that keys also match across those.
+shard against the cache; the test stage (`test --shard=K/3`, shard K on build machine K+1, whose
+local cache lacks the other shards' models) and the unsharded assemble stage (on a machine with
+an empty local cache) follow. Every model must be trained exactly once in all, the test and
+assemble stages must train nothing (their execution logs, checked by `shard-plan
+check-no-training`), and the assembled dist/ must equal the reference build's. Last, a model
+asking for more GPUs than this machine has is refused, not trained on CPU.
+
+To stay short, the machines share the Pants install, the interpreters and Pants's named caches
+(downloads and installed venvs, not results: `PANTS_NAMED_CACHES_DIR`), as CI runners that keep
+them do; tests/cicd/two_machines_test.py shows that keys also match across all of those.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from tests.e2e.machines import Machine
 from tests.e2e.scratch_repo import PantsRun, ScratchRepo
 from tests.support.remote_cache import running_cache
 
-MODELS = ("tiny_a", "tiny_b", "tiny_c", "tiny_d")
+MODELS = ("tiny_a", "tiny_b", "tiny_c")
 ADDRESSES = [f"models/{name}:{name}" for name in MODELS]
-WITH_RESOURCES = "tiny_d"
+WITH_RESOURCES = "tiny_c"
 WITH_IMAGE = "tiny_a"
 SHARD_PLAN = Path(shard_plan.__file__).resolve()
 CI_CONFIG = "--pants-config-files=pants.ci.toml"
@@ -62,7 +65,11 @@ def packaged(root: Path) -> dict[str, str]:
 
 def machine(tmp_path: Path, name: str, repo: ScratchRepo) -> Machine:
     checkout = repo.clone(tmp_path / name / "ci" / "builds" / "checkout").root
-    return Machine(name, tmp_path / name, checkout, depth=1, own_interpreters=False, isolated=False)
+    runner = Machine(
+        name, tmp_path / name, checkout, depth=1, own_interpreters=False, isolated=False
+    )
+    runner.env["PANTS_NAMED_CACHES_DIR"] = str(tmp_path / "named-caches")
+    return runner
 
 
 def no_training(run: PantsRun, on: Machine) -> PantsRun:
@@ -95,7 +102,7 @@ def test_three_shards_train_each_model_once_and_later_stages_train_nothing(tmp_p
 
     with running_cache(tmp_path / "cache") as cache:
         ci = [CI_CONFIG, *cache.pants_options("ci")]
-        planner = machine(tmp_path, "planner", repo)
+        planner = reference  # it only asks Pants what changed
         plan_path = tmp_path / "shard-plan.json"
         planned = planner.run(
             [sys.executable, str(SHARD_PLAN), "plan", "--repo", str(planner.checkout)]
@@ -115,9 +122,8 @@ def test_three_shards_train_each_model_once_and_later_stages_train_nothing(tmp_p
         assert f"models/{WITH_IMAGE}:image" in with_image["targets"]
 
         # Build stage: each shard on its own machine, as `shard-plan run` does in the pipelines.
-        trained = []
-        for k in range(3):
-            shard = machine(tmp_path, f"build-{k}", repo)
+        trained, builders = [], [machine(tmp_path, f"build-{k}", repo) for k in range(3)]
+        for k, shard in enumerate(builders):
             run = shard.run(
                 [sys.executable, str(SHARD_PLAN), "run", str(plan_path), "cpu", f"{k}/3", "--"]
                 + ["./pants", "--no-pantsd", *ci, "package"]
@@ -128,9 +134,9 @@ def test_three_shards_train_each_model_once_and_later_stages_train_nothing(tmp_p
             trained += run.trained
         assert sorted(trained) == ADDRESSES  # each model exactly once, across the shards
 
-        # Test stage: Pants's own --shard over the changed targets, on fresh machines.
+        # Test stage: Pants's own --shard over the changed targets, each on another machine.
         for k in range(3):
-            tester = machine(tmp_path, f"test-{k}", repo)
+            tester = builders[(k + 1) % 3]
             run = tester.pants(*ci, *CHANGED, "test", f"--shard={k}/3")
             print(f"test shard {k}/3: {run.seconds:.0f} s, trained {run.trained}")
             assert run.returncode == 0, run.output
