@@ -8,8 +8,9 @@ shard against the cache; the test stage (`test --shard=K/3`, shard K on build ma
 local cache lacks the other shards' models) and the unsharded assemble stage (on a machine with
 an empty local cache) follow. Every model must be trained exactly once in all, the test and
 assemble stages must train nothing (their execution logs, checked by `shard-plan
-check-no-training`), and the assembled dist/ must equal the reference build's. Last, a model
-asking for more GPUs than this machine has is refused, not trained on CPU.
+check-no-training`), and the assembled dist/ must equal the reference build's (but for
+model.json's training time). Last, a model asking for more GPUs than this machine has is
+refused, not trained on CPU.
 
 To stay short, the machines share the Pants install, the interpreters and Pants's named caches
 (downloads and installed venvs, not results: `PANTS_NAMED_CACHES_DIR`), as CI runners that keep
@@ -53,14 +54,23 @@ def commit(repo: Path, message: str) -> None:
 
 
 def packaged(root: Path) -> dict[str, str]:
-    """sha256 of every file `package` wrote (not CI's logs, reports or shard lists)."""
+    """sha256 of every file `package` wrote (not CI's logs, reports or shard lists). A model.json
+    counts without `training.seconds`: two trainings of a model give the same bytes, but not the
+    same wall-clock time (measured: the only difference between the reference and the shards)."""
     dist = root / "dist"
     skip = ("test/", "execution-log.jsonl", "shard-")
-    return {
-        p.relative_to(dist).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(dist.rglob("*"))
-        if p.is_file() and not p.relative_to(dist).as_posix().startswith(skip)
-    }
+    digests = {}
+    for path in sorted(dist.rglob("*")):
+        relative = path.relative_to(dist).as_posix()
+        if not path.is_file() or relative.startswith(skip):
+            continue
+        content = path.read_bytes()
+        if path.name == "model.json":
+            description = json.loads(content)
+            assert isinstance(description["training"].pop("seconds"), float)
+            content = json.dumps(description, sort_keys=True).encode()
+        digests[relative] = hashlib.sha256(content).hexdigest()
+    return digests
 
 
 def machine(tmp_path: Path, name: str, repo: ScratchRepo) -> Machine:
