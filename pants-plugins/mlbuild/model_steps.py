@@ -37,6 +37,7 @@ from mlbuild.target_types import (
     ModelEntryPointField,
     ModelFrameworkField,
     ModelResolveField,
+    ModelResourcesField,
 )
 
 # Fixed environment for every step: part of the cache key, so it must not vary by machine.
@@ -48,6 +49,23 @@ _STEP_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
 
+# The model's `resources` field, as the Train step sees it (models/common/resources.py checks the
+# machine against it). Only the model's declaration enters the key, never the runner's class:
+# every runner that can train the model computes the same key, so shards share the result.
+RESOURCES_ENV = "ML_MODEL_RESOURCES"
+
+
+def train_env(resources: tuple[tuple[str, int], ...]) -> dict[str, str]:
+    """The Train step's environment. A model without `resources` keeps the fixed CPU environment
+    (its key is unchanged, and a GPU runner trains it on CPU, bitwise as a CPU runner does); a
+    model that declares a GPU sees the machine's GPUs, and its declaration is in its key."""
+    if not resources:
+        return _STEP_ENV
+    env = {**_STEP_ENV, RESOURCES_ENV: json.dumps(dict(resources), sort_keys=True)}
+    if dict(resources).get("gpu"):
+        del env["CUDA_VISIBLE_DEVICES"]
+    return env
+
 
 @dataclass(frozen=True)
 class ModelStepsRequest:
@@ -57,6 +75,7 @@ class ModelStepsRequest:
     config: ModelConfigSourceField
     dataset: ModelDatasetField
     resolve: ModelResolveField
+    resources: ModelResourcesField
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,10 @@ class ModelRunner:
     lockfile_path: str
     lockfile_sha256: str
     interpreter_constraints: tuple[str, ...]
+    resources: tuple[tuple[str, int], ...] = ()
+
+    def step_env(self, step: str) -> dict[str, str]:
+        return train_env(self.resources) if step == "train" else _STEP_ENV
 
     def step_argv(self, step: str, argv: tuple[str, ...]) -> tuple[str, ...]:
         return (
@@ -99,7 +122,7 @@ class ModelRunner:
             argv=self.step_argv(step, argv),
             input_digest=extra_input or self.input_digest,
             extra_env={
-                **_STEP_ENV,
+                **self.step_env(step),
                 "PEX_EXTRA_SYS_PATH": ":".join(self.source_roots),
             },
             output_directories=(step,),
@@ -136,7 +159,7 @@ class ModelRunner:
                 "lockfile": [self.lockfile_path, self.lockfile_sha256],
                 "interpreter_constraints": self.interpreter_constraints,
                 "argv": self.step_argv("train", self.train_args),
-                "env": _STEP_ENV,
+                "env": self.step_env("train"),
             },
             sort_keys=True,
         )
@@ -213,6 +236,7 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
         lockfile_path=lockfile_path,
         lockfile_sha256=_file_sha256(lockfile_entries) or "",
         interpreter_constraints=tuple(str(c) for c in interpreter_constraints),
+        resources=tuple((request.resources.value or {}).items()),
     )
 
 

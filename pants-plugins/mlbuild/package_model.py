@@ -28,6 +28,7 @@ from mlbuild.target_types import (
     ModelEntryPointField,
     ModelFrameworkField,
     ModelResolveField,
+    ModelResourcesField,
     ModelThresholdsField,
 )
 
@@ -48,6 +49,7 @@ class MlModelFieldSet(PackageFieldSet):
     dataset: ModelDatasetField
     thresholds: ModelThresholdsField
     resolve: ModelResolveField
+    resources: ModelResourcesField
 
     @property
     def model_name(self) -> str:
@@ -59,7 +61,13 @@ class MlModelFieldSet(PackageFieldSet):
 
     def steps_request(self) -> ModelStepsRequest:
         return ModelStepsRequest(
-            self.address, self.framework, self.entry_point, self.config, self.dataset, self.resolve
+            self.address,
+            self.framework,
+            self.entry_point,
+            self.config,
+            self.dataset,
+            self.resolve,
+            self.resources,
         )
 
 

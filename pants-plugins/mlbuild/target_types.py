@@ -297,6 +297,54 @@ class ModelDependenciesField(Dependencies):
     pass
 
 
+RESOURCE_KINDS = ("gpu", "memory_gb")
+
+
+class ModelResourcesField(Field):
+    alias = "resources"
+    default = None
+    value: Optional[FrozenDict[str, int]]
+    help = help_text(
+        f"""
+        What training the model needs from the machine, e.g. `{{"gpu": 1, "memory_gb": 16}}`
+        (kinds: {", ".join(RESOURCE_KINDS)}; whole numbers >= 0). CI's shard planner
+        (`infra/ci/shard-plan`) sends the model only to runners of a class that offers it, and
+        a machine without it refuses to train the model instead of training it on CPU. It is
+        part of the training step's cache key: declaring a GPU retrains the model (on a GPU).
+        """
+    )
+
+    @classmethod
+    def compute_value(  # type: ignore[override]
+        cls, raw_value: Optional[Dict[str, Any]], address: Address
+    ) -> Optional[FrozenDict[str, int]]:
+        value = super().compute_value(raw_value, address)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise InvalidFieldTypeException(
+                address,
+                cls.alias,
+                raw_value,
+                expected_type='a dict such as {"gpu": 1, "memory_gb": 16}',
+            )
+        needs = {}
+        for kind, amount in value.items():
+            if kind not in RESOURCE_KINDS:
+                raise InvalidFieldException(
+                    f"The {cls.alias!r} field in target {address} names the unknown resource "
+                    f"{kind!r}; known resources: {', '.join(RESOURCE_KINDS)}."
+                )
+            if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+                raise InvalidFieldException(
+                    f"The {cls.alias!r} field in target {address} sets {kind!r} to {amount!r}; "
+                    "it must be a whole number >= 0."
+                )
+            if amount:  # 0 asks for nothing: the same model, the same cache key, as leaving it out
+                needs[kind] = amount
+        return FrozenDict(sorted(needs.items()))
+
+
 class MlModelTarget(Target):
     alias = "ml_model"
     core_fields = (
@@ -308,6 +356,7 @@ class MlModelTarget(Target):
         ModelThresholdsField,
         ModelResolveField,
         ModelDependenciesField,
+        ModelResourcesField,
     )
     help = help_text(
         """

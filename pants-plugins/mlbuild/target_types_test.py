@@ -10,6 +10,7 @@ from mlbuild.target_types import (
     GATED_METRICS,
     MlDatasetTarget,
     MlModelTarget,
+    ModelResourcesField,
     ModelThresholdsField,
 )
 
@@ -69,6 +70,29 @@ def test_valid_model_fields(rule_runner: RuleRunner) -> None:
 )
 def test_bad_fields_name_target_field_and_allowed_values(rule_runner, override, expected) -> None:
     assert expected in _error(rule_runner, _model_build(**override))
+
+
+def test_resources_are_optional_and_zero_asks_for_nothing(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files({"m/BUILD": _model_build(), "m/config.json": "{}"})
+    assert rule_runner.get_target(Address("m", target_name="m"))[ModelResourcesField].value is None
+    build = _model_build(resources='{"memory_gb": 16, "gpu": 0}')
+    rule_runner.write_files({"m/BUILD": build})
+    value = rule_runner.get_target(Address("m", target_name="m"))[ModelResourcesField].value
+    assert dict(value) == {"memory_gb": 16}
+
+
+@pytest.mark.parametrize(
+    "resources, expected",
+    [
+        ('{"tpu": 1}', "'resources' field in target m:m names the unknown resource 'tpu'; known"),
+        ('{"gpu": -1}', "'resources' field in target m:m sets 'gpu' to -1; it must be a whole"),
+        ('{"gpu": True}', "sets 'gpu' to True; it must be a whole number >= 0"),
+        ('{"memory_gb": 1.5}', "sets 'memory_gb' to 1.5; it must be a whole number >= 0"),
+        ('["gpu"]', "'resources' field in target m:m must be a dict such as"),
+    ],
+)
+def test_bad_resources_name_target_and_field(rule_runner, resources, expected) -> None:
+    assert expected in _error(rule_runner, _model_build(resources=resources))
 
 
 def test_missing_required_field_is_named(rule_runner: RuleRunner) -> None:
