@@ -1,14 +1,21 @@
-"""The three CI pipelines (GitHub Actions, GitLab CI, Jenkins) do the same thing:
+"""The three CI pipelines (GitHub Actions, GitLab CI, Jenkins) fan out the same way:
 
-- run `./pants --pants-config-files=pants.ci.toml --changed-since=<base>
-  --changed-dependents=transitive` with the goals lint, test and package;
-- take <base> from infra/ci/changed-base, given the target branch on a merge/pull request;
-- deploy only from main, with infra/ci/deploy-changed (publish, verify, deploy the changed
-  images), given the registry's credentials and the signing key as secret files.
+- plan: `infra/ci/shard-plan plan` with CI's config, `--since=<base>` (<base> from
+  infra/ci/changed-base) and the recorded costs carried over from earlier pipelines;
+- build: for every runner class of infra/ci/runner-classes.json, one job per shard K/N (K from 0)
+  on a runner with the class's labels, running `shard-plan run <plan> <class> K/N -- ./pants
+  --pants-config-files=pants.ci.toml package` (nothing else: the plan chose the targets);
+- test: `./pants ... --changed-since=<base> --changed-dependents=transitive test --shard=K/N` for
+  every K of one N, each followed by `shard-plan check-no-training`; lint of what changed;
+- assemble, after the tests: the unsharded `package` of what changed, `check-no-training`, then
+  `record-costs` into the carried-over directory;
+- deploy only from main, after assemble, with infra/ci/deploy-changed (publish, verify, deploy the
+  changed images), given the registry's credentials and the signing key as secret files.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -21,8 +28,20 @@ import yaml
 from infra.ci.git_testing import git
 
 CI = Path("infra/ci")
-GOALS = {"lint", "test", "package"}
 DEPLOY_COMMAND = "infra/ci/deploy-changed"
+SHARD_PLAN = "infra/ci/shard-plan"
+CHECK_NO_TRAINING = f"{SHARD_PLAN} check-no-training dist/execution-log.jsonl"
+RECORD_COSTS = f"{SHARD_PLAN} record-costs dist .model-costs"
+RUNNER_CLASSES = json.loads((CI / "runner-classes.json").read_text())["classes"]
+
+
+def expected_build_shards() -> dict[tuple[str, str], set[str]]:
+    """(runner class, K/N) -> the labels its runner must have, for every shard of every class."""
+    return {
+        (name, f"{k}/{spec['shards']}"): set(spec["labels"])
+        for name, spec in RUNNER_CLASSES.items()
+        for k in range(spec["shards"])
+    }
 
 
 @dataclass(frozen=True)
@@ -31,25 +50,51 @@ class PantsCall:
     goals: tuple[str, ...]
 
 
-def pants_calls(script: str) -> list[PantsCall]:
-    """Every `./pants ...` command in a shell script (one command per line or YAML scalar)."""
+@dataclass(frozen=True)
+class ShardRun:
+    plan: str
+    runner_class: str
+    shard: str
+    pants: PantsCall
+
+
+def _words(script: str) -> list[list[str]]:
     # `${{ expr }}` (GitHub) holds spaces; make each one a single shell word.
     script = re.sub(
         r"\$\{\{\s*(.*?)\s*\}\}", lambda m: "${{" + m[1].replace(" ", "") + "}}", script
     )
-    calls = []
-    for line in script.replace("\\\n", " ").splitlines():
-        words = shlex.split(line, comments=True)
-        if "./pants" not in words:
+    return [shlex.split(line, comments=True) for line in script.replace("\\\n", " ").splitlines()]
+
+
+def _pants_call(args: list[str]) -> PantsCall:
+    options = dict(a[2:].partition("=")[::2] for a in args if a.startswith("--"))
+    return PantsCall(options, tuple(a for a in args if not a.startswith("-")))
+
+
+def pants_calls(script: str) -> list[PantsCall]:
+    """Every direct `./pants ...` command in a shell script (one command per line or YAML scalar);
+    not those that `shard-plan run` starts."""
+    return [
+        _pants_call(words[words.index("./pants") + 1 :])
+        for words in _words(script)
+        if "./pants" in words and SHARD_PLAN not in words
+    ]
+
+
+def shard_runs(script: str) -> list[ShardRun]:
+    """Every `infra/ci/shard-plan run PLAN CLASS K/N -- ./pants ...` in a shell script."""
+    runs = []
+    for words in _words(script):
+        if words[:2] != [SHARD_PLAN, "run"]:
             continue
-        args = words[words.index("./pants") + 1 :]
-        options = dict(a[2:].partition("=")[::2] for a in args if a.startswith("--"))
-        calls.append(PantsCall(options, tuple(a for a in args if not a.startswith("-"))))
-    return calls
+        plan, runner_class, shard, separator, pants, *args = words[2:]
+        assert (separator, pants) == ("--", "./pants"), words
+        runs.append(ShardRun(plan, runner_class, shard, _pants_call(args)))
+    return runs
 
 
 def assert_changed_pants_calls(script: str, base: str) -> set[str]:
-    """Every Pants call in `script` uses CI's config and the changed targets since `base`;
+    """Every direct Pants call in `script` uses CI's config and the changed targets since `base`;
     returns the goals they run."""
     calls = pants_calls(script)
     assert calls, f"no ./pants call in:\n{script}"
@@ -60,6 +105,36 @@ def assert_changed_pants_calls(script: str, base: str) -> set[str]:
     return {goal for call in calls for goal in call.goals}
 
 
+def assert_plans(script: str, base: str) -> None:
+    [command] = [w for w in _words(script) if w[:2] == [SHARD_PLAN, "plan"]]
+    assert f"--since={base}" in command and "--pants-config-files=pants.ci.toml" in command
+    assert "--costs=.model-costs" in command
+
+
+def assert_builds_one_shard(script: str) -> tuple[str, str]:
+    """The job packages exactly one shard of the plan, and does nothing else with Pants."""
+    [run] = shard_runs(script)
+    assert run.pants == PantsCall({"pants-config-files": "pants.ci.toml"}, ("package",)), run
+    assert pants_calls(script) == [], "a build shard must only package its own targets"
+    return run.runner_class, run.shard
+
+
+def assert_tests_one_shard(script: str, base: str) -> str:
+    """The job tests one `--shard` of the changed targets, then checks that nothing trained."""
+    [call] = pants_calls(script)
+    assert assert_changed_pants_calls(script, base) == {"test"}
+    lines = [line.strip() for line in script.splitlines() if line.strip()]
+    assert lines.index(CHECK_NO_TRAINING) > next(i for i, x in enumerate(lines) if "./pants" in x)
+    return call.options["shard"]
+
+
+def assert_assembles(script: str, base: str) -> None:
+    assert assert_changed_pants_calls(script, base) == {"package"}
+    lines = [line.strip() for line in script.splitlines() if line.strip()]
+    pants = next(i for i, x in enumerate(lines) if "./pants" in x)
+    assert pants < lines.index(CHECK_NO_TRAINING) < lines.index(RECORD_COSTS)
+
+
 def as_script(commands: str | list[str]) -> str:
     return commands if isinstance(commands, str) else "\n".join(commands)
 
@@ -68,6 +143,14 @@ def as_script(commands: str | list[str]) -> str:
 
 # GitHub runs workflows from .github/workflows/ only.
 GITHUB_WORKFLOW = Path(".github/workflows/ci.yml")
+GITHUB_BASE = "${{needs.plan.outputs.base}}"
+
+
+def _github_script(job: dict, **matrix: str) -> str:
+    script = as_script([step["run"] for step in job["steps"] if "run" in step])
+    for key, value in matrix.items():
+        script = re.sub(rf"\$\{{\{{\s*matrix\.{key}\s*\}}\}}", value, script)
+    return script
 
 
 def test_github_actions() -> None:
@@ -75,22 +158,52 @@ def test_github_actions() -> None:
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
     assert set(triggers) == {"pull_request", "push"}
     assert triggers["push"] == {"branches": ["main"]}
+    jobs = workflow["jobs"]
+    assert {name: job.get("needs") for name, job in jobs.items()} == {
+        "plan": None,
+        "build": "plan",
+        "test": ["plan", "build"],
+        "lint": "plan",
+        "assemble": ["plan", "test", "lint"],
+        "deploy": ["plan", "assemble"],
+    }
 
-    build, deploy = workflow["jobs"]["build"], workflow["jobs"]["deploy"]
-    steps = {step.get("id"): step for step in build["steps"]}
-    checkout = build["steps"][0]
+    plan = jobs["plan"]
+    steps = {step.get("id"): step for step in plan["steps"]}
+    checkout = plan["steps"][0]
     assert checkout["uses"].startswith("actions/checkout@") and checkout["with"]["fetch-depth"] == 0
-    base_step = steps["base"]
-    assert base_step["env"]["TARGET_BRANCH"] == "${{ github.base_ref }}"  # empty on a push
-    assert "infra/ci/changed-base $TARGET_BRANCH" in base_step["run"]
-    build_script = as_script([step["run"] for step in build["steps"] if "run" in step])
-    assert assert_changed_pants_calls(build_script, "${{steps.base.outputs.base}}") == GOALS
-    assert DEPLOY_COMMAND not in build_script
+    assert steps["base"]["env"]["TARGET_BRANCH"] == "${{ github.base_ref }}"  # empty on a push
+    assert "infra/ci/changed-base $TARGET_BRANCH" in steps["base"]["run"]
+    assert plan["outputs"]["base"] == "${{ steps.base.outputs.base }}"
+    assert_plans(_github_script(plan), "${{steps.base.outputs.base}}")
 
-    assert deploy["needs"] == "build"
+    build = jobs["build"]
+    assert build["runs-on"] == "${{ matrix.labels }}"
+    built = {}
+    for entry in build["strategy"]["matrix"]["include"]:
+        script = _github_script(build, runner_class=entry["runner_class"], shard=entry["shard"])
+        built[assert_builds_one_shard(script)] = entry["labels"]
+    assert set(built) == set(expected_build_shards())
+    for shard, labels in expected_build_shards().items():
+        assert labels <= set(built[shard]), (shard, built[shard])
+
+    test = jobs["test"]
+    shards = {
+        assert_tests_one_shard(_github_script(test, shard=shard), GITHUB_BASE)
+        for shard in test["strategy"]["matrix"]["shard"]
+    }
+    count = len(test["strategy"]["matrix"]["shard"])
+    assert shards == {f"{k}/{count}" for k in range(count)}
+    assert assert_changed_pants_calls(_github_script(jobs["lint"]), GITHUB_BASE) == {"lint"}
+    assert_assembles(_github_script(jobs["assemble"]), GITHUB_BASE)
+    for name in ("plan", "build", "test", "lint", "assemble"):
+        assert DEPLOY_COMMAND not in _github_script(jobs[name])
+
+    deploy = jobs["deploy"]
     assert deploy["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
-    deploy_script = as_script([step["run"] for step in deploy["steps"] if "run" in step])
+    deploy_script = _github_script(deploy)
     assert DEPLOY_COMMAND in deploy_script and "pants.ci.toml" in deploy_script
+    assert "--since=${{ needs.plan.outputs.base }}" in deploy_script
     [deploy_step] = [step for step in deploy["steps"] if DEPLOY_COMMAND in step.get("run", "")]
     assert deploy_step["env"]["SIGNING_KEY_PEM"] == "${{ secrets.PROVENANCE_SIGNING_KEY }}"
     assert deploy_step["env"]["REGISTRY_AUTH_JSON"] == "${{ secrets.REGISTRY_AUTH_JSON }}"
@@ -106,6 +219,15 @@ def test_github_actions() -> None:
 
 # ---------------------------------------------------------------------------------- GitLab
 
+GITLAB_SHARD = '"$((${CI_NODE_INDEX:-1} - 1))/${CI_NODE_TOTAL:-1}"'
+
+
+def _gitlab_nodes(job: dict) -> list[str]:
+    """The job's script as each of its `parallel:` copies runs it (GitLab counts from 1)."""
+    count = job.get("parallel", 1)
+    script = as_script(job["script"])
+    return [script.replace(GITLAB_SHARD, f"{k}/{count}") for k in range(count)]
+
 
 def test_gitlab_ci() -> None:
     pipeline = yaml.safe_load(Path(".gitlab-ci.yml").read_text())
@@ -117,21 +239,49 @@ def test_gitlab_ci() -> None:
     jobs = {
         name: job for name, job in pipeline.items() if isinstance(job, dict) and "script" in job
     }
+    builds = {name for name in jobs if name.startswith("build-")}
     assert {name: job["stage"] for name, job in jobs.items()} == {
-        "build": "build",
+        "plan": ".pre",
+        **{name: "build" for name in builds},
         "test": "test",
+        "lint": "test",
         "metrics-diff": "test",
+        "assemble": "deploy",
         "deploy": "deploy",
     }
-    goals = set()
-    for name in ("build", "test"):
-        script = as_script(jobs[name]["script"])
-        goals |= assert_changed_pants_calls(script, "$BASE")
-        assert DEPLOY_COMMAND not in script and "rules" not in jobs[name]
-    assert goals == GOALS
+    script = as_script(jobs["plan"]["script"])
+    assert_plans(script.replace('"$BASE"', "$BASE"), "$BASE")
+    assert jobs["plan"]["cache"] == {
+        "key": "model-costs",
+        "paths": [".model-costs/"],
+        "policy": "pull",
+    }
+    assert jobs["plan"]["artifacts"]["paths"] == ["dist/shard-plan.json"]
+
+    built = {}
+    for name in builds:
+        assert jobs[name]["needs"] == ["plan"]
+        for node in _gitlab_nodes(jobs[name]):
+            built[
+                assert_builds_one_shard(node.replace('"$SHARD_PLAN"', "dist/shard-plan.json"))
+            ] = jobs[name]["tags"]
+    assert set(built) == set(expected_build_shards())
+    for shard, labels in expected_build_shards().items():
+        assert labels <= set(built[shard]), (shard, built[shard])
+
+    nodes = _gitlab_nodes(jobs["test"])
+    assert {assert_tests_one_shard(node, "$BASE") for node in nodes} == {
+        f"{k}/{len(nodes)}" for k in range(len(nodes))
+    }
+    assert assert_changed_pants_calls(as_script(jobs["lint"]["script"]), "$BASE") == {"lint"}
+    assemble = jobs["assemble"]
+    assert_assembles(as_script(assemble["script"]), "$BASE")
+    assert assemble["cache"]["policy"] == "pull-push" and "needs" not in assemble
+    for name, job in jobs.items():
+        assert (DEPLOY_COMMAND in as_script(job["script"])) == (name == "deploy"), name
 
     deploy = jobs["deploy"]
-    assert DEPLOY_COMMAND in as_script(deploy["script"])
+    assert deploy["needs"] == ["assemble"]
     assert deploy["rules"] == [
         {"if": '$CI_COMMIT_BRANCH == "main" && $CI_PIPELINE_SOURCE != "merge_request_event"'}
     ]
@@ -169,22 +319,47 @@ def jenkins_shell(body: str) -> list[str]:
     return re.findall(r"\bsh\s*(?:\(.*?script:\s*)?'((?:[^'\\]|\\.)*)'", body)
 
 
+def jenkins_label(body: str) -> str:
+    [label] = re.findall(r"agent\s*\{\s*label\s+'([^']*)'\s*\}", body)
+    return label
+
+
 def test_jenkinsfile() -> None:
     text = (CI / "Jenkinsfile").read_text()
     assert re.match(r"(\s*//[^\n]*\n)*\s*pipeline\s*\{", text), "not a declarative pipeline"
     stages = jenkins_blocks(text, "stage")
-    assert list(stages) == [
+    top = [
         "Compare against",
-        "Lint, test and package what changed",
+        "Plan the shards",
+        "Build shards",
+        "Test shards and lint",
         "Metrics diff",
+        "Assemble",
         "Deploy",
     ]
+    assert [name for name in stages if name in top] == top
 
     assert jenkins_shell(stages["Compare against"]) == ["infra/ci/changed-base ${CHANGE_TARGET:-}"]
     assert "env.BASE = sh(returnStdout: true" in stages["Compare against"]
+    assert_plans("\n".join(jenkins_shell(stages["Plan the shards"])), "$BASE")
 
-    build = "\n".join(jenkins_shell(stages["Lint, test and package what changed"]))
-    assert assert_changed_pants_calls(build, "$BASE") == GOALS
+    build_stages = jenkins_blocks(jenkins_blocks(stages["Build shards"], "parallel")[""], "stage")
+    built = {}
+    for body in build_stages.values():
+        assert "unstash 'shard-plan'" in body
+        built[assert_builds_one_shard("\n".join(jenkins_shell(body)))] = {jenkins_label(body)}
+    assert built == expected_build_shards()
+
+    test_stages = jenkins_blocks(
+        jenkins_blocks(stages["Test shards and lint"], "parallel")[""], "stage"
+    )
+    lint = test_stages.pop("lint")
+    assert assert_changed_pants_calls("\n".join(jenkins_shell(lint)), "$BASE") == {"lint"}
+    shards = {
+        assert_tests_one_shard("\n".join(jenkins_shell(b)), "$BASE") for b in test_stages.values()
+    }
+    assert shards == {f"{k}/{len(shards)}" for k in range(len(shards))}
+    assert_assembles("\n".join(jenkins_shell(stages["Assemble"])), "$BASE")
 
     deploy = stages["Deploy"]
     when = jenkins_blocks(deploy, "when")
@@ -209,9 +384,9 @@ METRICS_DIFF = "infra/ci/metrics-diff --pants-config-files=pants.ci.toml"
 
 def test_every_pipeline_runs_the_metrics_diff_on_merge_requests_only() -> None:
     workflow = yaml.safe_load(GITHUB_WORKFLOW.read_text())
-    [step] = [s for s in workflow["jobs"]["build"]["steps"] if METRICS_DIFF in s.get("run", "")]
+    [step] = [s for s in workflow["jobs"]["lint"]["steps"] if METRICS_DIFF in s.get("run", "")]
     assert step["if"] == "github.event_name == 'pull_request'"
-    assert f"{METRICS_DIFF} ${{{{ steps.base.outputs.base }}}}" in step["run"]
+    assert f"{METRICS_DIFF} ${{{{ needs.plan.outputs.base }}}}" in step["run"]
     assert "post-metrics-diff github" in step["run"]
 
     job = yaml.safe_load(Path(".gitlab-ci.yml").read_text())["metrics-diff"]

@@ -11,9 +11,7 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import re
-import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -21,11 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from infra.service_testing import SYSTEM_PATH as SYSTEM_PATH
+from infra.service_testing import require_tools, started_service
 
 SCRIPTS = Path("infra/registry")
 TOOLS = ("docker-registry", "htpasswd", "skopeo", "openssl", "curl")
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -40,34 +38,13 @@ class TestRegistry:
         return re.findall(r'"PUT /v2/[^ ]*/blobs/uploads/[^ ]*digest=sha256%3A([0-9a-f]{64})', log)
 
 
-def require_tools() -> None:
-    missing = [t for t in TOOLS if not shutil.which(t, path=SYSTEM_PATH)]
-    if missing:
-        reason = f"{', '.join(missing)} not installed (infra/registry/install installs them)"
-        if os.environ.get("REGISTRY_REQUIRED") == "1":
-            pytest.fail(f"REGISTRY_REQUIRED=1 but {reason}")
-        pytest.skip(reason)
-
-
 @contextmanager
 def running_registry(directory: Path) -> Iterator[TestRegistry]:
     """A registry with TLS and basic auth on a free port, its files in directory; stopped after."""
-    require_tools()
-    env = {**os.environ, "REGISTRY_DIR": str(directory), "REGISTRY_INSTALL": "0"}
-    env["PATH"] = f"{SYSTEM_PATH}:{env.get('PATH', '')}"
-    started = subprocess.run(
-        [str(SCRIPTS / "start")], env=env, capture_output=True, text=True, check=False
-    )
-    assert started.returncode == 0, started.stderr
-    exported = dict(
-        line[len("export ") :].split("=", 1)
-        for line in started.stdout.splitlines()
-        if line.startswith("export ")
-    )
-    try:
+    require_tools(TOOLS, "REGISTRY_REQUIRED", "infra/registry/install")
+    settings = {"REGISTRY_DIR": str(directory), "REGISTRY_INSTALL": "0"}
+    with started_service(SCRIPTS, settings) as exported:
         yield TestRegistry(exported["REGISTRY"], exported, directory)
-    finally:
-        subprocess.run([str(SCRIPTS / "stop")], env=env, capture_output=True, check=False)
 
 
 def canonical_json(value: object) -> bytes:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from models.common.config import ConfigError, TrainingConfig, load_config
 from models.common.datasets import DatasetError, Split, load_dataset, split_dataset
 from models.common.metrics import classification_metrics
 from models.common.onnx_export import ExportError, canonicalize, compare_outputs, signature_of
+from models.common.resources import require_resources
 
 # The exported model must agree with the framework's own outputs on the test split this closely.
 EXPORT_TOLERANCE = 1e-4
@@ -132,6 +134,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _train(framework: Framework, inputs: StepInputs, args: argparse.Namespace, out: Path) -> None:
+    require_resources(os.environ)
     started = time.perf_counter()
     model, summary = framework.train(inputs.config, inputs.spec, inputs.split)
     seconds = time.perf_counter() - started

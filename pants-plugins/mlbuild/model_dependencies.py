@@ -24,9 +24,11 @@ from pants.engine.target import (
 )
 from pants.engine.unions import UnionRule
 
+from mlbuild.dataset_fetch import dataset_file_path
 from mlbuild.target_types import (
     DatasetSha256Field,
     DatasetSourceField,
+    DatasetUrlField,
     ModelDatasetField,
     ModelDependenciesField,
     ModelEntryPointField,
@@ -54,6 +56,7 @@ class ModelInputs:
     dataset_address: Address
     dataset_path: str
     dataset_sha256: str
+    dataset_url: str | None  # None: committed to the repository
 
 
 @rule(desc="Resolve an ml_model's entry point and dataset")
@@ -114,8 +117,9 @@ async def resolve_model_inputs(
         entry_point_address=sources[0].address,
         entry_point_path=entry_point_path,
         dataset_address=dataset.address,
-        dataset_path=dataset[DatasetSourceField].file_path,
+        dataset_path=dataset_file_path(dataset),
         dataset_sha256=dataset[DatasetSha256Field].value,
+        dataset_url=dataset[DatasetUrlField].value,
     )
 
 

@@ -42,6 +42,7 @@ from pants.engine.target import TransitiveTargets, TransitiveTargetsRequest
 from pants.source.source_root import SourceRoot, SourceRootRequest
 from pants.util.logging import LogLevel
 
+from mlbuild.dataset_fetch import DatasetFile, DatasetFileRequest
 from mlbuild.model_dependencies import ModelInputs, ModelInputsRequest
 from mlbuild.target_types import (
     ModelConfigSourceField,
@@ -49,6 +50,7 @@ from mlbuild.target_types import (
     ModelEntryPointField,
     ModelFrameworkField,
     ModelResolveField,
+    ModelResourcesField,
 )
 
 # Fixed environment for every step: part of the cache key, so it must not vary by machine.
@@ -64,9 +66,22 @@ _STEP_ENV = {
 BUILD_OUTPUT_DIR = "model"
 STEPS = ("train", "evaluate", "export")
 
+# The model's `resources` field, as the Train step sees it (models/common/resources.py checks the
+# machine against it). Only the model's declaration enters the key, never the runner's class:
+# every runner that can train the model computes the same key, so shards share the result.
+RESOURCES_ENV = "ML_MODEL_RESOURCES"
 
-class DatasetDigestMismatch(Exception):
-    """The dataset file is not the one its `ml_dataset` target declares."""
+
+def train_env(resources: tuple[tuple[str, int], ...]) -> dict[str, str]:
+    """The Train step's environment. A model without `resources` keeps the fixed CPU environment
+    (its key is unchanged, and a GPU runner trains it on CPU, bitwise as a CPU runner does); a
+    model that declares a GPU sees the machine's GPUs, and its declaration is in its key."""
+    if not resources:
+        return _STEP_ENV
+    env = {**_STEP_ENV, RESOURCES_ENV: json.dumps(dict(resources), sort_keys=True)}
+    if dict(resources).get("gpu"):
+        del env["CUDA_VISIBLE_DEVICES"]
+    return env
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,7 @@ class ModelStepsRequest:
     config: ModelConfigSourceField
     dataset: ModelDatasetField
     resolve: ModelResolveField
+    resources: ModelResourcesField
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,7 @@ class ModelRunner:
     lockfile_path: str
     lockfile_sha256: str
     interpreter_constraints: tuple[str, ...]
+    resources: tuple[tuple[str, int], ...] = ()
 
     def build_argv(self) -> tuple[str, ...]:
         return (
@@ -121,7 +138,7 @@ class ModelRunner:
             argv=self.build_argv(),
             input_digest=self.input_digest,
             extra_env={
-                **_STEP_ENV,
+                **train_env(self.resources),
                 "PEX_EXTRA_SYS_PATH": ":".join(self.source_roots),
             },
             output_directories=(BUILD_OUTPUT_DIR,),
@@ -151,7 +168,7 @@ class ModelRunner:
                 "lockfile": [self.lockfile_path, self.lockfile_sha256],
                 "interpreter_constraints": self.interpreter_constraints,
                 "argv": self.build_argv(),
-                "env": _STEP_ENV,
+                "env": train_env(self.resources),
             },
             sort_keys=True,
         )
@@ -176,6 +193,9 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
             request.resolve,
         ),
     )
+    # The dataset first: checked against its sha256, or fetched (with the store's credentials)
+    # and verified, before its file is hydrated as a source below or any process runs.
+    dataset = await Get(DatasetFile, DatasetFileRequest(inputs.dataset_address))
     transitive, config_files, entry_root = await MultiGet(
         Get(
             TransitiveTargets,
@@ -195,7 +215,8 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
     interpreter_constraints = InterpreterConstraints.create_from_targets(
         transitive.closure, python_setup
     ) or InterpreterConstraints(python_setup.interpreter_constraints)
-    venv_pex, input_digest = await MultiGet(
+    lockfile_path = python_setup.resolves[inputs.resolve]
+    venv_pex, lockfile_entries = await MultiGet(
         Get(
             VenvPex,
             PexRequest(
@@ -205,28 +226,14 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
                 pex_path=[requirements_pex],
             ),
         ),
-        Get(
-            Digest,
-            MergeDigests((sources.source_files.snapshot.digest, config_files.snapshot.digest)),
-        ),
-    )
-    # The dataset's digest is checked here, before any process runs (the harness checks again).
-    lockfile_path = python_setup.resolves[inputs.resolve]
-    dataset_entries, lockfile_entries = await MultiGet(
-        Get(DigestEntries, PathGlobs([inputs.dataset_path])),
         Get(DigestEntries, PathGlobs([lockfile_path])),
     )
-    actual = _file_sha256(dataset_entries)
-    if actual is None:
-        raise DatasetDigestMismatch(
-            f"{request.address}: dataset file {inputs.dataset_path} is missing"
-        )
-    if actual != inputs.dataset_sha256:
-        raise DatasetDigestMismatch(
-            f"{request.address}: dataset {inputs.dataset_path} does not match the sha256 declared "
-            f"by {inputs.dataset_address}: declared {inputs.dataset_sha256}, actual {actual}. If "
-            "the change is intended, update the `sha256` field of the `ml_dataset` target."
-        )
+    input_digest = await Get(
+        Digest,
+        MergeDigests(
+            (sources.source_files.snapshot.digest, config_files.snapshot.digest, dataset.digest)
+        ),
+    )
     return ModelRunner(
         address=request.address,
         inputs=inputs,
@@ -238,6 +245,7 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
         lockfile_path=lockfile_path,
         lockfile_sha256=_file_sha256(lockfile_entries) or "",
         interpreter_constraints=tuple(str(c) for c in interpreter_constraints),
+        resources=tuple((request.resources.value or {}).items()),
     )
 
 
@@ -252,6 +260,7 @@ class ModelStepOutputs:
     dataset_address: Address
     dataset_path: str
     dataset_sha256: str
+    dataset_url: str | None
 
 
 @dataclass(frozen=True)
@@ -283,6 +292,7 @@ async def run_model_steps(request: ModelStepsRequest) -> ModelStepOutputs:
         dataset_address=runner.inputs.dataset_address,
         dataset_path=runner.inputs.dataset_path,
         dataset_sha256=runner.inputs.dataset_sha256,
+        dataset_url=runner.inputs.dataset_url,
     )
 
 

@@ -28,6 +28,7 @@ from mlbuild.target_types import (
     ModelEntryPointField,
     ModelFrameworkField,
     ModelResolveField,
+    ModelResourcesField,
     ModelThresholdsField,
 )
 
@@ -48,6 +49,7 @@ class MlModelFieldSet(PackageFieldSet):
     dataset: ModelDatasetField
     thresholds: ModelThresholdsField
     resolve: ModelResolveField
+    resources: ModelResourcesField
 
     @property
     def model_name(self) -> str:
@@ -59,7 +61,13 @@ class MlModelFieldSet(PackageFieldSet):
 
     def steps_request(self) -> ModelStepsRequest:
         return ModelStepsRequest(
-            self.address, self.framework, self.entry_point, self.config, self.dataset, self.resolve
+            self.address,
+            self.framework,
+            self.entry_point,
+            self.config,
+            self.dataset,
+            self.resolve,
+            self.resources,
         )
 
 
@@ -114,6 +122,7 @@ async def model_artifact(field_set: MlModelFieldSet) -> ModelArtifact:
             "address": str(outputs.dataset_address),
             "file": outputs.dataset_path,
             "sha256": outputs.dataset_sha256,
+            **({"url": outputs.dataset_url} if outputs.dataset_url else {}),
         },
         "metrics": metrics,
         "thresholds": thresholds,

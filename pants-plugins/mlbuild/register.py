@@ -1,6 +1,7 @@
 """Our Pants plugin: ML datasets, models, gRPC stubs and serving images as Pants targets."""
 
 from mlbuild import (
+    dataset_fetch,
     execution_log,
     grpc_codegen,
     model_dependencies,
@@ -33,6 +34,7 @@ def rules():
     return [
         *model_dependencies.rules(),
         *model_steps.rules(),
+        *dataset_fetch.rules(),
         *package_model.rules(),
         *model_report.rules(),
         *model_listing.rules(),

@@ -48,6 +48,7 @@ def report_html(model: dict, history: list[dict]) -> str:
         ("version (sha256 of model.onnx)", model["version"]),
         ("inputs digest", model["inputs_digest"]),
         ("dataset", f"{model['dataset']['address']} ({model['dataset']['sha256'][:12]})"),
+        *([("dataset URL", model["dataset"]["url"])] if model["dataset"].get("url") else []),
         ("epochs, seed", f"{training['epochs']}, {training['seed']}"),
         ("training samples", training["train_samples"]),
         ("test samples", metrics["samples"]),

@@ -36,6 +36,14 @@ def test_report_links_every_figure_and_shows_the_gate() -> None:
     assert "<td>final validation loss</td><td>0.6250</td>" in page
 
 
+def test_a_stored_dataset_shows_its_url() -> None:
+    described = model()
+    described["dataset"] = {**described["dataset"], "url": "https://store.example/iris.npz"}
+    page = report_html(described, [{"epoch": 1}])
+    assert "<td>dataset URL</td><td>https://store.example/iris.npz</td>" in page
+    assert "dataset URL" not in report_html(model(), [{"epoch": 1}])
+
+
 def test_names_are_escaped() -> None:
     described = {**model(), "name": "<b>m</b>"}
     page = report_html(described, [{"epoch": 1}])

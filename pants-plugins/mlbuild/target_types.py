@@ -5,15 +5,18 @@ from __future__ import annotations
 import math
 import re
 from typing import Any, ClassVar, Dict, Optional
+from urllib.parse import urlparse
 
-from pants.core.target_types import FileSourceField
+from pants.core.target_types import FileSourceField, http_source
 from pants.engine.addresses import Address
 from pants.engine.target import (
     COMMON_TARGET_FIELDS,
     Dependencies,
     Field,
+    IntField,
     InvalidFieldException,
     InvalidFieldTypeException,
+    InvalidTargetException,
     StringField,
     Target,
 )
@@ -34,14 +37,69 @@ FRAMEWORKS = ("torch", "tensorflow")
 class DatasetSourceField(FileSourceField):
     """A `file` source, so tests and processes that depend on the dataset see the file itself."""
 
-    required = True
+    required = False
     expected_file_extensions = (".npz",)
     help = help_text(
         """
         The dataset file, relative to the BUILD file's directory: a `.npz` with `features`,
         `labels`, `class_names` and `scale` arrays, as written by `models/datasets/export_datasets.py`.
+        Set either this or `url` (a dataset kept in the artifact store).
         """
     )
+
+
+class DatasetUrlField(StringField):
+    alias = "url"
+    help = help_text(
+        """
+        Where the artifact store serves the dataset file (instead of `source`): an `https://`
+        (or `http://`, `file:`) URL whose last path segment is the `.npz` file name, e.g. as
+        printed by `infra/datastore/upload`. Pants fetches it once per machine, checks `size` and
+        `sha256`, and caches it by digest; credentials come from the environment
+        (`DATASTORE_NETRC`, a netrc-style file), never from the repository.
+        """
+    )
+
+    @classmethod
+    def compute_value(cls, raw_value: Optional[str], address: Address) -> Optional[str]:
+        value = super().compute_value(raw_value, address)
+        if value is None:
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in ("https", "http", "file") or (
+            parsed.scheme != "file" and not parsed.hostname
+        ):
+            raise InvalidFieldException(
+                f"The {cls.alias!r} field in target {address} must be an https://, http:// or "
+                f"file: URL, but was {value!r}."
+            )
+        if parsed.username or parsed.password:
+            raise InvalidFieldException(
+                f"The {cls.alias!r} field in target {address} contains credentials; put them in "
+                "the file named by DATASTORE_NETRC (netrc-style), never in a BUILD file."
+            )
+        name = parsed.path.rsplit("/", 1)[-1]
+        if not re.fullmatch(r"[A-Za-z0-9._-]+\.npz", name) or parsed.query or parsed.fragment:
+            raise InvalidFieldException(
+                f"The {cls.alias!r} field in target {address} must end in the dataset's `.npz` "
+                f"file name (letters, digits, `._-`; no query or fragment), but was {value!r}."
+            )
+        return value
+
+
+class DatasetSizeField(IntField):
+    alias = "size"
+    help = "The size of the file at `url` in bytes; a download of any other length is refused."
+
+    @classmethod
+    def compute_value(cls, raw_value: Optional[int], address: Address) -> Optional[int]:
+        value = super().compute_value(raw_value, address)
+        if value is not None and value <= 0:
+            raise InvalidFieldException(
+                f"The {cls.alias!r} field in target {address} must be a positive number of bytes, "
+                f"but was {value!r}."
+            )
+        return value
 
 
 class DatasetSha256Field(StringField):
@@ -67,8 +125,52 @@ class DatasetSha256Field(StringField):
 
 class MlDatasetTarget(Target):
     alias = "ml_dataset"
-    core_fields = (*COMMON_TARGET_FIELDS, DatasetSourceField, DatasetSha256Field)
-    help = "A dataset file with its declared sha256, used by `ml_model` targets."
+    core_fields = (
+        *COMMON_TARGET_FIELDS,
+        DatasetSourceField,
+        DatasetSha256Field,
+        DatasetUrlField,
+        DatasetSizeField,
+    )
+    help = help_text(
+        """
+        A dataset file with its declared sha256, used by `ml_model` targets: committed next to
+        the BUILD file (`source`), or kept in the artifact store (`url` and `size`).
+        """
+    )
+
+    def __init__(self, unhydrated_values: dict[str, Any], address: Address, *args, **kwargs):
+        # A dataset in the store is, to Pants's own source handling, an `http_source` pinned by
+        # length and sha256: anything that depends on it gets the file, from the local store once
+        # `mlbuild.dataset_fetch` fetched it (with credentials, which `http_source` cannot carry).
+        url, size, sha256 = (unhydrated_values.get(k) for k in ("url", "size", "sha256"))
+        object.__setattr__(self, "_source_set", unhydrated_values.get("source") is not None)
+        if url is not None and not self._source_set and isinstance(size, int) and sha256:
+            unhydrated_values = {
+                **unhydrated_values,
+                "source": http_source(str(url), len=size, sha256=str(sha256)),
+            }
+        super().__init__(unhydrated_values, address, *args, **kwargs)
+
+    def validate(self) -> None:
+        has_source = self._source_set
+        has_url = self[DatasetUrlField].value is not None
+        if has_source == has_url:
+            raise InvalidTargetException(
+                f"The `ml_dataset` target {self.address} must set exactly one of `source` (a file "
+                f"in the repository) and `url` (a file in the artifact store)."
+            )
+        has_size = self[DatasetSizeField].value is not None
+        if has_url and not has_size:
+            raise InvalidTargetException(
+                f"The `ml_dataset` target {self.address} sets `url`, so it must set `size` too "
+                "(the file's length in bytes, as printed by infra/datastore/upload)."
+            )
+        if has_size and not has_url:
+            raise InvalidTargetException(
+                f"The `ml_dataset` target {self.address} sets `size`, but `size` only goes with "
+                "`url` (a file in the artifact store)."
+            )
 
 
 # ------------------------------------------------------------------------------------------
@@ -195,6 +297,54 @@ class ModelDependenciesField(Dependencies):
     pass
 
 
+RESOURCE_KINDS = ("gpu", "memory_gb")
+
+
+class ModelResourcesField(Field):
+    alias = "resources"
+    default = None
+    value: Optional[FrozenDict[str, int]]
+    help = help_text(
+        f"""
+        What training the model needs from the machine, e.g. `{{"gpu": 1, "memory_gb": 16}}`
+        (kinds: {", ".join(RESOURCE_KINDS)}; whole numbers >= 0). CI's shard planner
+        (`infra/ci/shard-plan`) sends the model only to runners of a class that offers it, and
+        a machine without it refuses to train the model instead of training it on CPU. It is
+        part of the training step's cache key: declaring a GPU retrains the model (on a GPU).
+        """
+    )
+
+    @classmethod
+    def compute_value(  # type: ignore[override]
+        cls, raw_value: Optional[Dict[str, Any]], address: Address
+    ) -> Optional[FrozenDict[str, int]]:
+        value = super().compute_value(raw_value, address)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise InvalidFieldTypeException(
+                address,
+                cls.alias,
+                raw_value,
+                expected_type='a dict such as {"gpu": 1, "memory_gb": 16}',
+            )
+        needs = {}
+        for kind, amount in value.items():
+            if kind not in RESOURCE_KINDS:
+                raise InvalidFieldException(
+                    f"The {cls.alias!r} field in target {address} names the unknown resource "
+                    f"{kind!r}; known resources: {', '.join(RESOURCE_KINDS)}."
+                )
+            if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+                raise InvalidFieldException(
+                    f"The {cls.alias!r} field in target {address} sets {kind!r} to {amount!r}; "
+                    "it must be a whole number >= 0."
+                )
+            if amount:  # 0 asks for nothing: the same model, the same cache key, as leaving it out
+                needs[kind] = amount
+        return FrozenDict(sorted(needs.items()))
+
+
 class MlModelTarget(Target):
     alias = "ml_model"
     core_fields = (
@@ -206,6 +356,7 @@ class MlModelTarget(Target):
         ModelThresholdsField,
         ModelResolveField,
         ModelDependenciesField,
+        ModelResourcesField,
     )
     help = help_text(
         """

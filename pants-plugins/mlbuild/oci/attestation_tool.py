@@ -108,6 +108,7 @@ def model_component(model: dict) -> dict:
         ("ml:artifact", artifact.get("file")),
         ("ml:dataset:file", dataset.get("file")),
         ("ml:dataset:sha256", dataset.get("sha256")),
+        ("ml:dataset:url", dataset.get("url")),
     ]
     return {
         "type": "machine-learning-model",
@@ -176,7 +177,7 @@ def statement(
             [
                 {
                     "name": f"dataset {dataset.get('address', '')}".strip(),
-                    "uri": f"file:{dataset.get('file', '')}",
+                    "uri": dataset.get("url") or f"file:{dataset.get('file', '')}",
                     "digest": {"sha256": dataset["sha256"]},
                 }
             ]

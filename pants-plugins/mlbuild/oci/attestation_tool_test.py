@@ -114,3 +114,23 @@ def test_refuses_a_wheel_that_no_lockfile_hashes(tmp_path: Path) -> None:
     args = write_inputs(tmp_path, [WHEEL, "evil-1.0-py3-none-any.whl"])
     with pytest.raises(SystemExit, match="evil-1.0-py3-none-any.whl is installed in the image"):
         attestation_tool.main(args)
+
+
+def test_a_dataset_from_the_artifact_store_is_named_by_its_url(tmp_path: Path) -> None:
+    args = write_inputs(tmp_path, [WHEEL])
+    layer = json.loads((tmp_path / "layer.json").read_text())
+    url = "https://store.example/datasets/cc/d.npz"
+    layer["model"]["dataset"]["url"] = url
+    (tmp_path / "layer.json").write_text(json.dumps(layer))
+    attestation_tool.main(args)
+    statement = json.loads((tmp_path / "out" / "statement.json").read_text())
+    dependencies = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    (dataset,) = (d for d in dependencies if d.get("name", "").startswith("dataset "))
+    assert dataset == {
+        "name": "dataset models/datasets:d",
+        "uri": url,
+        "digest": {"sha256": "cc" * 32},
+    }
+    sbom = json.loads((tmp_path / "out" / "sbom.json").read_text())
+    properties = {p["name"]: p["value"] for p in sbom["components"][-1]["properties"]}
+    assert properties["ml:dataset:url"] == url

@@ -1,0 +1,61 @@
+"""For tests: an artifact store of their own (infra/datastore/start on a free port, in a temporary
+directory), and a count of the downloads it served.
+
+Without nginx installed the tests skip, saying so; CI installs it (infra/datastore/install) and
+sets DATASTORE_REQUIRED=1, so there a missing store fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.service_testing import require_tools, started_service
+
+SCRIPTS = Path("infra/datastore")
+TOOLS = ("nginx", "openssl", "curl")
+
+
+@dataclass(frozen=True)
+class RunningDatastore:
+    url: str  # https://127.0.0.1:<port>
+    env: dict[str, str]  # DATASTORE_* variables for clients (credentials file, CA)
+    directory: Path
+
+    def upload(self, file: Path) -> str:
+        """Uploads file with infra/datastore/upload; returns the stanza it printed."""
+        done = subprocess.run(
+            [str(SCRIPTS / "upload"), str(file)],
+            env={**os.environ, **self.env, "DATASTORE_DIR": str(self.directory)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def downloads(self, name: str) -> int:
+        """How many times the store served the file named name in full (GET, status 200)."""
+        log = (self.directory / "access.log").read_text().splitlines()
+        return sum(
+            1
+            for line in log
+            if line.startswith("GET ") and line.split()[1].endswith(f"/{name}") and " 200 " in line
+        )
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+
+@contextmanager
+def running_datastore(directory: Path) -> Iterator[RunningDatastore]:
+    """A store with TLS and basic auth on a free port, its files in directory; stopped after."""
+    require_tools(TOOLS, "DATASTORE_REQUIRED", "infra/datastore/install")
+    settings = {"DATASTORE_DIR": str(directory), "DATASTORE_INSTALL": "0"}
+    with started_service(SCRIPTS, settings) as exported:
+        yield RunningDatastore(exported["DATASTORE_URL"], exported, directory)
