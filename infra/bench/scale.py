@@ -53,6 +53,9 @@ class Row:
     seconds: dict[str, float] = field(default_factory=dict)
     trained: dict[str, int] = field(default_factory=dict)
     load: dict[str, float] = field(default_factory=dict)
+    # CPU seconds of pantsd and every process it ran (with pantsd only): far less sensitive to
+    # the other builds on the machine than wall time.
+    cpu: dict[str, float] = field(default_factory=dict)
     failed: str = ""  # the first line of the failure that ended this N's cases early
 
     @property
@@ -67,6 +70,7 @@ class Row:
             out[f"{case}_s"] = _fmt(self.seconds.get(case))
             out[f"{case}_trained"] = self.trained.get(case, "")
             out[f"{case}_load1"] = _fmt(self.load.get(case))
+            out[f"{case}_cpu_s"] = _fmt(self.cpu.get(case))
         out["config_over_naive"] = _fmt(self.ratio, 4)
         out["failed"] = self.failed
         return out
@@ -74,6 +78,20 @@ class Row:
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
+
+
+def pantsd_cpu_seconds(root: Path) -> float:
+    """User + system CPU seconds of the repo's pantsd and of the processes it ran and reaped
+    (/proc/PID/stat utime, stime, cutime, cstime); 0 when no pantsd runs."""
+    total = 0.0
+    for pid_file in root.glob(".pids/*/pantsd/pid"):
+        try:
+            stat = Path(f"/proc/{int(pid_file.read_text().strip())}/stat").read_text()
+        except (OSError, ValueError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # from field 3 (state) on
+        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def model_name(i: int) -> str:
@@ -117,25 +135,29 @@ def _measure_into(
 
     def timed(case: str, *args: str, pantsd: bool = True) -> None:
         row.load[case] = os.getloadavg()[0]
+        cpu_before = pantsd_cpu_seconds(repo.root)
         run = repo.pants(*args, pantsd=pantsd, timeout=7200)
         if run.returncode != 0:
             raise BenchFailure(f"N={n} {case}: ./pants {' '.join(args)} failed:\n{run.output}")
         row.seconds[case] = run.seconds
+        if pantsd:
+            row.cpu[case] = pantsd_cpu_seconds(repo.root) - cpu_before
         if case in expected:
             row.trained[case] = len(run.trained)
             if len(run.trained) != expected[case]:
                 raise BenchFailure(
                     f"N={n} {case}: expected {expected[case]} trainings, got {run.trained}"
                 )
+        cpu = f", {row.cpu[case]:.1f} CPU s" if case in row.cpu else ""
         log(
-            f"N={n} {case}: {run.seconds:.2f} s, trained {row.trained.get(case, '-')}, "
+            f"N={n} {case}: {run.seconds:.2f} s{cpu}, trained {row.trained.get(case, '-')}, "
             f"load {row.load[case]:.2f}"
         )
 
     # Every model must be trained before the incremental cases mean anything.
     timed("cold", "package", "::")
     if reused:
-        del row.seconds["cold"], row.trained["cold"], row.load["cold"]
+        del row.seconds["cold"], row.trained["cold"], row.load["cold"], row.cpu["cold"]
     if "noop_warm" in cases:
         timed("noop_warm", "package", "::")
     if "noop_cold" in cases or "baseline" in cases:

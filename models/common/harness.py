@@ -1,14 +1,22 @@
 """The command line every model's training module exposes, shared by both frameworks.
 
 A model's `train.py` defines `build_model(config, spec)` and ends with
-`run(<Framework>(build_model))`. Pants then runs it as three cached build steps:
+`run(<Framework>(build_model))`. Pants runs it as one cached build step:
+
+    python -m models.<name>.train build --config C --dataset D --dataset-sha256 S --out out/
+
+which trains, writes the checkpoint to `out/train/`, then evaluates and exports that checkpoint,
+as read back from disk, into `out/evaluate/` and `out/export/`. One interpreter for the three
+steps: importing the framework costs more than training a small model, and evaluate and export
+depend on nothing that training does not (their only other input is the checkpoint). Each step
+also runs alone, on a checkpoint:
 
     python -m models.<name>.train train    --config C --dataset D --dataset-sha256 S --out train/
     python -m models.<name>.train evaluate --config C --dataset D --checkpoint train/ --out eval/
     python -m models.<name>.train export   --config C --dataset D --checkpoint train/ --out export/
 
-Each step writes only into its `--out` directory, and only once it has succeeded, so a failed step
-never leaves a half-written output behind.
+Each command writes only into its `--out` directory, and only once all of it has succeeded, so a
+failed step never leaves a half-written output behind.
 """
 
 from __future__ import annotations
@@ -115,13 +123,18 @@ def _load_inputs(framework: Framework, args: argparse.Namespace) -> StepInputs:
     return load_inputs(framework, args.config, args.dataset, getattr(args, "dataset_sha256", None))
 
 
+def _reseeded(framework: Framework, inputs: StepInputs) -> StepInputs:
+    """The inputs of a step that follows another in the same interpreter, seeded as if alone."""
+    framework.seed(inputs.config.seed)
+    return inputs
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _train(framework: Framework, args: argparse.Namespace, out: Path) -> None:
+def _train(framework: Framework, inputs: StepInputs, args: argparse.Namespace, out: Path) -> None:
     require_resources(os.environ)
-    inputs = _load_inputs(framework, args)
     started = time.perf_counter()
     model, summary = framework.train(inputs.config, inputs.spec, inputs.split)
     seconds = time.perf_counter() - started
@@ -143,8 +156,9 @@ def _train(framework: Framework, args: argparse.Namespace, out: Path) -> None:
     print(f"trained in {seconds:.2f}s: {json.dumps(summary.get('final', {}))}")
 
 
-def _evaluate(framework: Framework, args: argparse.Namespace, out: Path) -> None:
-    inputs = _load_inputs(framework, args)
+def _evaluate(
+    framework: Framework, inputs: StepInputs, args: argparse.Namespace, out: Path
+) -> None:
     model = framework.load(inputs.config, inputs.spec, Path(args.checkpoint))
     test = inputs.split.test
     probabilities = framework.predict_proba(model, framework.prepare(test.features))
@@ -153,8 +167,7 @@ def _evaluate(framework: Framework, args: argparse.Namespace, out: Path) -> None
     print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['samples']} samples")
 
 
-def _export(framework: Framework, args: argparse.Namespace, out: Path) -> None:
-    inputs = _load_inputs(framework, args)
+def _export(framework: Framework, inputs: StepInputs, args: argparse.Namespace, out: Path) -> None:
     model = framework.load(inputs.config, inputs.spec, Path(args.checkpoint))
     features = framework.prepare(inputs.split.test.features)
     expected = framework.predict_proba(model, features)
@@ -180,7 +193,16 @@ def _export(framework: Framework, args: argparse.Namespace, out: Path) -> None:
     print(f"exported; ONNX Runtime vs {framework.name}: max abs diff {comparison.max_abs_diff:.3g}")
 
 
-_STEPS = {"train": _train, "evaluate": _evaluate, "export": _export}
+def _build(framework: Framework, inputs: StepInputs, args: argparse.Namespace, out: Path) -> None:
+    for step in ("train", "evaluate", "export"):
+        (out / step).mkdir(mode=0o755)
+    _train(framework, inputs, args, out / "train")
+    args.checkpoint = out / "train"
+    _evaluate(framework, _reseeded(framework, inputs), args, out / "evaluate")
+    _export(framework, _reseeded(framework, inputs), args, out / "export")
+
+
+_STEPS = {"build": _build, "train": _train, "evaluate": _evaluate, "export": _export}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -191,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, required=True)
         p.add_argument("--dataset", type=Path, required=True)
         p.add_argument("--out", type=Path, required=True)
-        if step == "train":
+        if step in ("build", "train"):
             p.add_argument("--dataset-sha256", required=True)
         else:
             p.add_argument("--checkpoint", type=Path, required=True)
@@ -209,7 +231,7 @@ def run(framework: Framework, argv: list[str] | None = None) -> None:
     )
     staging.chmod(0o755)
     try:
-        _STEPS[args.step](framework, args, staging)
+        _STEPS[args.step](framework, _load_inputs(framework, args), args, staging)
         if out.exists():
             out.rmdir()
         shutil.move(str(staging), str(out))

@@ -1,4 +1,10 @@
-"""PyTorch side of the training harness: deterministic CPU training and ONNX export."""
+"""PyTorch side of the training harness: deterministic CPU training and ONNX export.
+
+Nothing here imports `torch._dynamo` (the compiler stack): it costs ~2 s per process, more than
+training a small model, and eager CPU training never uses it. `torch.use_deterministic_algorithms`
+and every `torch.optim` optimizer import it (to configure or disable compilation), hence
+`_enable_deterministic_algorithms` and `Adam` below.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +38,54 @@ class _WithPredictions(nn.Module):
         return torch.softmax(logits, dim=1), torch.argmax(logits, dim=1)
 
 
+def _enable_deterministic_algorithms() -> None:
+    """`torch.use_deterministic_algorithms(True)` without the import of the compiler's config
+    (it also sets `torch._inductor.config.deterministic`, which only `torch.compile` reads)."""
+    set_deterministic = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if set_deterministic is None:  # a torch without the private setter: the public call
+        _enable_deterministic_algorithms()
+    else:
+        set_deterministic(True)
+
+
+class Adam:
+    """Adam as `torch.optim.Adam(params, lr)` computes it on CPU (its default single-tensor
+    path, no weight decay, no amsgrad), step for step bit-identical (tested against it in
+    `torch_framework_test.py`), without `torch.optim`'s import of the compiler stack."""
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.params = list(params)
+        self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
+        self.steps = [0] * len(self.params)
+        self.exp_avgs = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self) -> None:
+        for param in self.params:
+            param.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, param in enumerate(self.params):
+            if param.grad is None:
+                continue
+            grad, exp_avg, exp_avg_sq = param.grad, self.exp_avgs[i], self.exp_avg_sqs[i]
+            self.steps[i] += 1
+            # torch.optim counts steps in a float32 tensor and reads them back as a float.
+            step = float(self.steps[i])
+            exp_avg.lerp_(grad, 1 - self.beta1)
+            exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+            step_size = self.lr / (1 - self.beta1**step)
+            denom = (exp_avg_sq.sqrt() / (1 - self.beta2**step) ** 0.5).add_(self.eps)
+            param.addcdiv_(exp_avg, denom, value=-step_size)
+
+
 class TorchFramework(Framework):
     name = "torch"
 
@@ -44,7 +98,7 @@ class TorchFramework(Framework):
 
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True)
+        _enable_deterministic_algorithms()
         torch.set_num_threads(1)
 
     def train(self, config: TrainingConfig, spec: ModelSpec, split: Split):
@@ -53,7 +107,7 @@ class TorchFramework(Framework):
         y = torch.from_numpy(split.train.labels)
         x_val = torch.from_numpy(self.prepare(split.validation.features))
         y_val = split.validation.labels
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        optimizer = Adam(model.parameters(), lr=config.learning_rate)
         shuffle = torch.Generator().manual_seed(config.seed)
         history = []
         for epoch in range(config.epochs):

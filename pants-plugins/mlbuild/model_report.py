@@ -1,9 +1,13 @@
 """The review report of an `ml_model`: `report.html` and PNG figures, a cached step of `package`.
 
-The report reads only JSON (the artifact's description and the per-epoch history of training),
-so it runs with matplotlib from a light resolve, never in the model's torch/tensorflow one. Its
-process input leaves out the training's wall-clock time: two trainings of the same inputs give
-the same report bytes, and a rebuilt model whose metrics did not move gives a cache hit.
+The report reads only JSON (the artifact's description and the per-epoch history of training).
+Its figures are drawn by a process with matplotlib from a light resolve, never in the model's
+torch/tensorflow one, whose input is only what the figures show (history, test metrics,
+thresholds, class names): a model retrained with the same results, e.g. after a change to a shared
+module that did not move its numbers, gets its figures from the cache, as drawing them costs more
+than such a model's training. `report.html` (which also shows the inputs digest and version) is
+written by this rule. The training's wall-clock time is left out of both: two trainings of the
+same inputs give the same report bytes.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pants.backend.python.util_rules.interpreter_constraints import InterpreterC
 from pants.backend.python.util_rules.pex import PexRequest, VenvPex, VenvPexProcess
 from pants.backend.python.util_rules.pex_requirements import PexRequirements, Resolve
 from pants.engine.addresses import Address
-from pants.engine.fs import CreateDigest, Digest, FileContent, RemovePrefix
+from pants.engine.fs import CreateDigest, Digest, FileContent, MergeDigests, RemovePrefix
 from pants.engine.process import ProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.option.option_types import StrOption
@@ -24,6 +28,8 @@ from pants.option.subsystem import Subsystem
 from pants.util.logging import LogLevel
 from pants.util.resources import read_resource
 from pants.util.strutil import help_text
+
+from mlbuild.report_html import FIGURES, report_html
 
 _SCRIPT = "__render_report.py"
 _INPUT = "report_input.json"
@@ -77,8 +83,11 @@ async def render_model_report(
 ) -> ModelReport:
     script = read_resource("mlbuild", "render_report.py")
     assert script is not None, "mlbuild/render_report.py is missing"
-    report_input = (
-        '{"history": ' + request.history + ', "model": ' + request.description + "}\n"
+    description = json.loads(request.description)
+    history = json.loads(request.history)
+    shown = {key: description[key] for key in ("name", "metrics", "thresholds", "class_names")}
+    report_input = json.dumps(
+        {"figures": FIGURES, "history": history, "model": shown}, sort_keys=True
     ).encode()
     renderer, input_digest = await MultiGet(
         Get(
@@ -101,18 +110,27 @@ async def render_model_report(
             CreateDigest([FileContent(_SCRIPT, script), FileContent(_INPUT, report_input)]),
         ),
     )
-    result = await Get(
-        ProcessResult,
-        VenvPexProcess(
-            renderer,
-            argv=(_SCRIPT, _INPUT, _OUT),
-            input_digest=input_digest,
-            output_directories=(_OUT,),
-            description=f"Render the report of {request.address}",
-            level=LogLevel.DEBUG,
+    result, page = await MultiGet(
+        Get(
+            ProcessResult,
+            VenvPexProcess(
+                renderer,
+                argv=(_SCRIPT, _INPUT, _OUT),
+                input_digest=input_digest,
+                output_directories=(_OUT,),
+                description=f"Render the report figures of {request.address}",
+                level=LogLevel.DEBUG,
+            ),
+        ),
+        Get(
+            Digest,
+            CreateDigest(
+                [FileContent("report.html", report_html(description, history).encode("utf-8"))]
+            ),
         ),
     )
-    return ModelReport(await Get(Digest, RemovePrefix(result.output_digest, _OUT)))
+    figures = await Get(Digest, RemovePrefix(result.output_digest, _OUT))
+    return ModelReport(await Get(Digest, MergeDigests((figures, page))))
 
 
 def rules():

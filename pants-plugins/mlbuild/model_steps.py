@@ -1,9 +1,14 @@
-"""Training, evaluation and export of an `ml_model` as ordinary, cacheable Pants processes.
+"""Training, evaluation and export of an `ml_model` as one ordinary, cacheable Pants process.
 
-Each step is a `Process` whose inputs are exactly the model's inputs: its transitive Python
-sources, its config file, its dataset file, a PEX of its resolve's locked requirements (which pins
-the interpreter through its constraints) and fixed arguments and environment. Pants caches each
-step locally and in a REAPI remote cache, so a model whose inputs are unchanged never retrains.
+The process's inputs are exactly the model's inputs: its transitive Python sources, its config
+file, its dataset file, a PEX of its resolve's locked requirements (which pins the interpreter
+through its constraints) and fixed arguments and environment. Pants caches it locally and in a
+REAPI remote cache, so a model whose inputs are unchanged never retrains.
+
+Train, evaluate and export run in one interpreter (the harness's `build` command): evaluate and
+export read nothing but those same inputs and the checkpoint, so three processes had no finer
+cache key than one, and each paid the framework's import, which costs more than a small model's
+training. Their outputs stay apart (`train/`, `evaluate/`, `export/`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,15 @@ from pants.backend.python.util_rules.python_sources import (
 )
 from pants.core.util_rules.source_files import SourceFiles, SourceFilesRequest
 from pants.engine.addresses import Address, Addresses
-from pants.engine.fs import Digest, DigestEntries, FileEntry, MergeDigests, PathGlobs
+from pants.engine.fs import (
+    Digest,
+    DigestEntries,
+    DigestSubset,
+    FileEntry,
+    MergeDigests,
+    PathGlobs,
+    RemovePrefix,
+)
 from pants.engine.process import ProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import TransitiveTargets, TransitiveTargetsRequest
@@ -48,6 +61,10 @@ _STEP_ENV = {
     "CUDA_VISIBLE_DEVICES": "",
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
+
+# Where the build process writes `train/`, `evaluate/` and `export/`.
+BUILD_OUTPUT_DIR = "model"
+STEPS = ("train", "evaluate", "export")
 
 # The model's `resources` field, as the Train step sees it (models/common/resources.py checks the
 # machine against it). Only the model's declaration enters the key, never the runner's class:
@@ -98,36 +115,35 @@ class ModelRunner:
     interpreter_constraints: tuple[str, ...]
     resources: tuple[tuple[str, int], ...] = ()
 
-    def step_env(self, step: str) -> dict[str, str]:
-        return train_env(self.resources) if step == "train" else _STEP_ENV
-
-    def step_argv(self, step: str, argv: tuple[str, ...]) -> tuple[str, ...]:
+    def build_argv(self) -> tuple[str, ...]:
         return (
             "-m",
             self.module,
-            step,
+            "build",
             "--config",
             self.config_path,
             "--dataset",
             self.inputs.dataset_path,
             "--out",
-            step,
-            *argv,
+            BUILD_OUTPUT_DIR,
+            "--dataset-sha256",
+            self.inputs.dataset_sha256,
         )
 
-    def process(self, step: str, argv: tuple[str, ...], extra_input: Digest | None = None):
-        """The step's process description; `extra_input` is a previous step's output."""
+    def build_process(self) -> VenvPexProcess:
+        """Train, evaluate and export. Described as "Train <address>" at INFO, so that
+        `Completed: Train <address>` shows (and lets tests count) each real training."""
         return VenvPexProcess(
             self.venv_pex,
-            argv=self.step_argv(step, argv),
-            input_digest=extra_input or self.input_digest,
+            argv=self.build_argv(),
+            input_digest=self.input_digest,
             extra_env={
-                **self.step_env(step),
+                **train_env(self.resources),
                 "PEX_EXTRA_SYS_PATH": ":".join(self.source_roots),
             },
-            output_directories=(step,),
-            description=f"{step.capitalize()} {self.address}",
-            level=LogLevel.INFO if step == "train" else LogLevel.DEBUG,
+            output_directories=(BUILD_OUTPUT_DIR,),
+            description=f"Train {self.address}",
+            level=LogLevel.INFO,
         )
 
     def module_process(
@@ -143,23 +159,16 @@ class ModelRunner:
             level=LogLevel.DEBUG,
         )
 
-    @property
-    def train_args(self) -> tuple[str, ...]:
-        return ("--dataset-sha256", self.inputs.dataset_sha256)
-
-    def train_process(self) -> VenvPexProcess:
-        return self.process("train", self.train_args)
-
     def inputs_digest(self) -> str:
         """What the model is trained from (model.json's `inputs_digest`), and nothing about the
-        machine: the Train process's launcher scripts and interpreter paths are left out."""
+        machine: the build process's launcher scripts and interpreter paths are left out."""
         fingerprint = json.dumps(
             {
                 "files": self.input_digest.fingerprint,
                 "lockfile": [self.lockfile_path, self.lockfile_sha256],
                 "interpreter_constraints": self.interpreter_constraints,
-                "argv": self.step_argv("train", self.train_args),
-                "env": self.step_env("train"),
+                "argv": self.build_argv(),
+                "env": train_env(self.resources),
             },
             sort_keys=True,
         )
@@ -270,24 +279,15 @@ async def model_inputs_digest(request: ModelStepsRequest) -> ModelInputsDigest:
 @rule(desc="Train, evaluate and export an ml_model", level=LogLevel.DEBUG)
 async def run_model_steps(request: ModelStepsRequest) -> ModelStepOutputs:
     runner = await Get(ModelRunner, ModelStepsRequest, request)
-    trained = await Get(ProcessResult, VenvPexProcess, runner.train_process())
-    with_checkpoint = await Get(Digest, MergeDigests((runner.input_digest, trained.output_digest)))
-    evaluated, exported = await MultiGet(
-        Get(
-            ProcessResult,
-            VenvPexProcess,
-            runner.process("evaluate", ("--checkpoint", "train"), with_checkpoint),
-        ),
-        Get(
-            ProcessResult,
-            VenvPexProcess,
-            runner.process("export", ("--checkpoint", "train"), with_checkpoint),
-        ),
+    built = await Get(ProcessResult, VenvPexProcess, runner.build_process())
+    steps = await Get(Digest, RemovePrefix(built.output_digest, BUILD_OUTPUT_DIR))
+    train, evaluate, export = await MultiGet(
+        Get(Digest, DigestSubset(steps, PathGlobs([f"{step}/**"]))) for step in STEPS
     )
     return ModelStepOutputs(
-        train=trained.output_digest,
-        evaluate=evaluated.output_digest,
-        export=exported.output_digest,
+        train=train,
+        evaluate=evaluate,
+        export=export,
         inputs_digest=runner.inputs_digest(),
         dataset_address=runner.inputs.dataset_address,
         dataset_path=runner.inputs.dataset_path,

@@ -78,12 +78,23 @@ def _read(contents: DigestContents, path: str) -> bytes:
     raise CorruptStepOutput(f"{path} is missing from the step's output")
 
 
-@rule(desc="Package an ml_model", level=LogLevel.DEBUG)
-async def package_ml_model(field_set: MlModelFieldSet) -> BuiltPackage:
+@dataclass(frozen=True)
+class ModelArtifact:
+    """`models/<name>/model.onnx` and `model.json` of a model that passed its gate: what a
+    serving image takes, ready before (and without) the review report."""
+
+    digest: Digest
+    report_request: ModelReportRequest
+    summary: str  # the version and gated metrics, for the log
+
+
+@rule(desc="Gate and describe an ml_model's artifact", level=LogLevel.DEBUG)
+async def model_artifact(field_set: MlModelFieldSet) -> ModelArtifact:
     outputs = await Get(ModelStepOutputs, ModelStepsRequest, field_set.steps_request())
-    training_contents = await Get(DigestContents, Digest, outputs.train)
-    evaluate_contents = await Get(DigestContents, Digest, outputs.evaluate)
-    export_contents = await Get(DigestContents, Digest, outputs.export)
+    training_contents, evaluate_contents, export_contents = await MultiGet(
+        Get(DigestContents, Digest, step)
+        for step in (outputs.train, outputs.evaluate, outputs.export)
+    )
     training = json.loads(_read(training_contents, "train/training.json"))
     metrics = json.loads(_read(evaluate_contents, "evaluate/metrics.json"))
     export = json.loads(_read(export_contents, "export/export.json"))
@@ -133,36 +144,37 @@ async def package_ml_model(field_set: MlModelFieldSet) -> BuiltPackage:
             "verified_samples": export["verified_samples"],
         },
     }
-    artifact, report = await MultiGet(
-        Get(
-            Digest,
-            CreateDigest(
-                [
-                    FileContent("model.onnx", onnx_bytes),
-                    FileContent(
-                        "model.json",
-                        (json.dumps(description, indent=2, sort_keys=True) + "\n").encode(),
-                    ),
-                ]
-            ),
-        ),
-        Get(
-            ModelReport,
-            ModelReportRequest,
-            report_request(field_set.address, description, training["summary"]["history"]),
+    artifact = await Get(
+        Digest,
+        CreateDigest(
+            [
+                FileContent(f"{field_set.artifact_dir}/model.onnx", onnx_bytes),
+                FileContent(
+                    f"{field_set.artifact_dir}/model.json",
+                    (json.dumps(description, indent=2, sort_keys=True) + "\n").encode(),
+                ),
+            ]
         ),
     )
-    merged = await Get(Digest, MergeDigests((artifact, report.digest)))
-    digest = await Get(Digest, AddPrefix(merged, field_set.artifact_dir))
+    return ModelArtifact(
+        artifact,
+        report_request(field_set.address, description, training["summary"]["history"]),
+        f"version {onnx_sha256[:12]}; " + ", ".join(f"{m} {metrics[m]:.4f}" for m in thresholds),
+    )
+
+
+@rule(desc="Package an ml_model", level=LogLevel.DEBUG)
+async def package_ml_model(field_set: MlModelFieldSet) -> BuiltPackage:
+    artifact = await Get(ModelArtifact, MlModelFieldSet, field_set)
+    report = await Get(ModelReport, ModelReportRequest, artifact.report_request)
+    report_digest = await Get(Digest, AddPrefix(report.digest, field_set.artifact_dir))
+    digest = await Get(Digest, MergeDigests((artifact.digest, report_digest)))
     return BuiltPackage(
         digest,
         (
             BuiltPackageArtifact(
                 field_set.artifact_dir,
-                extra_log_lines=(
-                    f"version {onnx_sha256[:12]}; "
-                    + ", ".join(f"{m} {metrics[m]:.4f}" for m in thresholds),
-                ),
+                extra_log_lines=(artifact.summary,),
             ),
             BuiltPackageArtifact(f"{field_set.artifact_dir}/report.html"),
         ),

@@ -1,19 +1,19 @@
-"""Renders a model's review report: `report.html` and its PNG figures, byte for byte reproducible.
+"""Draws the figures of a model's review report as PNGs, byte for byte reproducible.
 
 Run by the `package` rule of `ml_model` (mlbuild/model_report.py) as a cached process, in a venv
 holding matplotlib from the python-default lockfile:
 
     python render_report.py report_input.json OUT_DIR
 
-`report_input.json` holds the artifact's description (model.json without the training time) and
-the per-epoch history the training step recorded. Same input, same bytes: the Agg backend, the
-DejaVu Sans font that ships inside matplotlib (never a system font), and no software name or date
-in the PNG or HTML metadata.
+`report_input.json` holds what the figures show and nothing else (the per-epoch history the
+training step recorded; the model's name, test metrics, thresholds and class names) and the
+figures' file names; `report.html` around them is written by mlbuild/report_html.py. Same input,
+same bytes: the Agg backend, the DejaVu Sans font that ships inside matplotlib (never a system
+font), and no software name or date in the PNG metadata.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import sys
@@ -32,12 +32,6 @@ from matplotlib import font_manager  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
 GATED_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
-FIGURES = {
-    "loss": "report_loss.png",
-    "metrics": "report_metrics.png",
-    "confusion": "report_confusion_matrix.png",
-    "per_class": "report_per_class.png",
-}
 PNG_METADATA = {"Software": None}
 DPI = 100
 
@@ -151,101 +145,18 @@ def per_class_figure(per_class: dict, class_names: list[str]):
     return figure
 
 
-def _row(*cells: object, header: bool = False) -> str:
-    tag = "th" if header else "td"
-    return "<tr>" + "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in cells) + "</tr>"
-
-
-def report_html(model: dict, history: list[dict]) -> str:
-    metrics, thresholds = model["metrics"], model["thresholds"]
-    gate_rows = [_row("metric", "test value", "threshold", "gate", header=True)]
-    for name in GATED_METRICS:
-        if name in thresholds:
-            verdict = "pass" if metrics[name] >= thresholds[name] else "FAIL"
-            gate_rows.append(_row(name, f"{metrics[name]:.4f}", f"{thresholds[name]:.4f}", verdict))
-        else:
-            gate_rows.append(_row(name, f"{metrics[name]:.4f}", "-", "not gated"))
-    class_rows = [_row("class", "precision", "recall", "F1", "support", header=True)]
-    for name in model["class_names"]:
-        c = metrics["per_class"][name]
-        class_rows.append(
-            _row(
-                name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]
-            )
-        )
-    training = model["training"]
-    final = history[-1] if history else {}
-    facts = [
-        ("address", model["address"]),
-        ("framework", model["framework"]),
-        ("version (sha256 of model.onnx)", model["version"]),
-        ("inputs digest", model["inputs_digest"]),
-        ("dataset", f"{model['dataset']['address']} ({model['dataset']['sha256'][:12]})"),
-        *([("dataset URL", model["dataset"]["url"])] if model["dataset"].get("url") else []),
-        ("epochs, seed", f"{training['epochs']}, {training['seed']}"),
-        ("training samples", training["train_samples"]),
-        ("test samples", metrics["samples"]),
-        ("final training loss", f"{final.get('train_loss', float('nan')):.4f}"),
-        ("final validation loss", f"{final.get('val_loss', float('nan')):.4f}"),
-        ("libraries", ", ".join(f"{k} {v}" for k, v in sorted(model["libraries"].items()))),
-    ]
-    figures = [
-        ("Loss", FIGURES["loss"]),
-        ("Gated metrics per epoch, with the gate's thresholds", FIGURES["metrics"]),
-        ("Confusion matrix", FIGURES["confusion"]),
-        ("Per-class precision, recall and F1", FIGURES["per_class"]),
-    ]
-    title = html.escape(f"Model report: {model['name']}")
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en">',
-            "<head>",
-            '<meta charset="utf-8">',
-            f"<title>{title}</title>",
-            "<style>",
-            "body { font-family: 'DejaVu Sans', sans-serif; margin: 2em; max-width: 60em; }",
-            "table { border-collapse: collapse; margin-bottom: 1.5em; }",
-            "td, th { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; }",
-            "img { max-width: 100%; display: block; margin-bottom: 1.5em; }",
-            "</style>",
-            "</head>",
-            "<body>",
-            f"<h1>{title}</h1>",
-            "<table>",
-            *(_row(k, v) for k, v in facts),
-            "</table>",
-            "<h2>Evaluation gate (test split)</h2>",
-            '<table id="gate">',
-            *gate_rows,
-            "</table>",
-            *(
-                f'<h2>{html.escape(caption)}</h2>\n<img src="{src}" alt="{html.escape(caption)}">'
-                for caption, src in figures
-            ),
-            "<h2>Per class (test split)</h2>",
-            '<table id="per-class">',
-            *class_rows,
-            "</table>",
-            "</body>",
-            "</html>",
-            "",
-        ]
-    )
-
-
 def render(report_input: dict, out: Path) -> None:
+    """Writes the figures named in `report_input["figures"]` (by kind) into `out`."""
     use_bundled_font()
-    model, history = report_input["model"], report_input["history"]
+    model, history, names = report_input["model"], report_input["history"], report_input["figures"]
     if not history:
         raise ValueError(f"model {model['name']}: the training step recorded no epochs")
     out.mkdir(parents=True, exist_ok=True)
     metrics, class_names = model["metrics"], model["class_names"]
-    _save(loss_figure(history), out / FIGURES["loss"])
-    _save(metrics_figure(history, metrics, model["thresholds"]), out / FIGURES["metrics"])
-    _save(confusion_figure(metrics["confusion_matrix"], class_names), out / FIGURES["confusion"])
-    _save(per_class_figure(metrics["per_class"], class_names), out / FIGURES["per_class"])
-    (out / "report.html").write_text(report_html(model, history), encoding="utf-8")
+    _save(loss_figure(history), out / names["loss"])
+    _save(metrics_figure(history, metrics, model["thresholds"]), out / names["metrics"])
+    _save(confusion_figure(metrics["confusion_matrix"], class_names), out / names["confusion"])
+    _save(per_class_figure(metrics["per_class"], class_names), out / names["per_class"])
 
 
 def main(argv: list[str]) -> None:

@@ -11,6 +11,7 @@ from matplotlib import font_manager
 from mlbuild import render_report
 
 CLASSES = ["setosa", "versicolor", "virginica"]
+FIGURES = {kind: f"fig_{kind}.png" for kind in ("loss", "metrics", "confusion", "per_class")}
 
 
 def report_input() -> dict:
@@ -31,14 +32,11 @@ def report_input() -> dict:
         for e in range(1, 5)
     ]
     return {
+        "figures": FIGURES,
         "history": history,
+        # What the figures show, as model_report.py passes it: nothing else of model.json.
         "model": {
             "name": "iris_mlp",
-            "address": "models/iris_mlp:iris_mlp",
-            "framework": "torch",
-            "version": "ab" * 32,
-            "inputs_digest": "cd" * 32,
-            "dataset": {"address": "models/datasets:iris", "sha256": "ef" * 32},
             "metrics": {
                 "accuracy": 0.9,
                 "macro_precision": 0.9,
@@ -46,12 +44,9 @@ def report_input() -> dict:
                 "macro_f1": 0.89,
                 "per_class": per_class,
                 "confusion_matrix": [[9, 1, 0], [0, 8, 2], [0, 0, 10]],
-                "samples": 30,
             },
             "thresholds": {"accuracy": 0.85, "macro_f1": 0.95},
             "class_names": CLASSES,
-            "training": {"epochs": 4, "seed": 0, "train_samples": 100},
-            "libraries": {"torch": "2.13.0"},
         },
     }
 
@@ -69,7 +64,7 @@ def render_in_a_new_interpreter(tmp_path: Path, name: str) -> dict[str, str]:
 def test_two_renders_give_the_same_bytes(tmp_path):
     first = render_in_a_new_interpreter(tmp_path, "first")
     second = render_in_a_new_interpreter(tmp_path, "second")
-    assert sorted(first) == sorted(["report.html", *render_report.FIGURES.values()])
+    assert sorted(first) == sorted(FIGURES.values())
     assert first == second
 
 
@@ -85,17 +80,11 @@ def png_text_chunks(data: bytes) -> list[bytes]:
     return chunks
 
 
-def test_report_links_every_figure_and_pngs_carry_no_software_or_time(tmp_path):
+def test_pngs_carry_no_software_or_time(tmp_path):
     render_report.render(report_input(), tmp_path)
-    page = (tmp_path / "report.html").read_text()
-    for figure in render_report.FIGURES.values():
-        assert f'src="{figure}"' in page
+    for figure in FIGURES.values():
         chunks = png_text_chunks((tmp_path / figure).read_bytes())
         assert not any(b"Software" in c or c.startswith(b"tIME") for c in chunks), chunks
-    # the gate table: accuracy passes, macro_f1 (0.89 < 0.95) fails, the others are not gated
-    assert "<td>accuracy</td><td>0.9000</td><td>0.8500</td><td>pass</td>" in page
-    assert "<td>macro_f1</td><td>0.8900</td><td>0.9500</td><td>FAIL</td>" in page
-    assert "<td>macro_recall</td><td>0.9000</td><td>-</td><td>not gated</td>" in page
 
 
 def test_thresholds_are_drawn_on_the_gated_metrics_only():

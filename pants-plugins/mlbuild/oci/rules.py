@@ -89,6 +89,7 @@ from mlbuild.oci.target_types import (
     ModelImageRepositoryField,
     ModelImageServerField,
 )
+from mlbuild.package_model import MlModelFieldSet, ModelArtifact
 from mlbuild.target_types import ModelFrameworkField, ModelResolveField
 
 # Where the layers put things inside the image.
@@ -357,7 +358,15 @@ async def build_server_layers(
 async def build_model_layer(request: ModelLayerRequest) -> ImageLayer:
     targets = await Get(Targets, Addresses([request.address]))
     field_sets = await Get(FieldSetsPerTarget, FieldSetsPerTargetRequest(PackageFieldSet, targets))
-    if field_sets.field_sets:
+    ml_models = [fs for fs in field_sets.field_sets if isinstance(fs, MlModelFieldSet)]
+    if ml_models:
+        # Only model.json and model.onnx go into the layer: the gated artifact, not the whole
+        # package, so the image does not wait for the review report.
+        artifacts = await MultiGet(
+            Get(ModelArtifact, MlModelFieldSet, field_set) for field_set in ml_models
+        )
+        model = await Get(Digest, MergeDigests(artifact.digest for artifact in artifacts))
+    elif field_sets.field_sets:
         packages = await MultiGet(
             Get(BuiltPackage, EnvironmentAwarePackageRequest(field_set))
             for field_set in field_sets.field_sets
