@@ -43,7 +43,7 @@ def _enable_deterministic_algorithms() -> None:
     (it also sets `torch._inductor.config.deterministic`, which only `torch.compile` reads)."""
     set_deterministic = getattr(torch._C, "_set_deterministic_algorithms", None)
     if set_deterministic is None:  # a torch without the private setter: the public call
-        _enable_deterministic_algorithms()
+        torch.use_deterministic_algorithms(True)
     else:
         set_deterministic(True)
 

@@ -78,6 +78,20 @@ def test_seeding_makes_torch_deterministic_without_importing_the_compiler() -> N
     assert _python("-c", script).strip() == "[]"
 
 
+def test_seeding_falls_back_to_the_public_call_on_a_torch_without_the_private_setter() -> None:
+    # (The public call itself uses the private setter, so it is recorded here, not run.)
+    script = (
+        "import torch\n"
+        "del torch._C._set_deterministic_algorithms\n"
+        "calls = []\n"
+        "torch.use_deterministic_algorithms = lambda mode, **kwargs: calls.append(mode)\n"
+        "from models.common.torch_framework import TorchFramework\n"
+        "TorchFramework(None).seed(0)\n"
+        "print(calls)\n"
+    )
+    assert _python("-c", script).strip() == "[True]"
+
+
 def test_build_trains_evaluates_and_exports_into_one_output(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"seed": 0, "epochs": 1, "batch_size": 64, "learning_rate": 0.01}))
