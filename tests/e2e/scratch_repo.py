@@ -32,6 +32,11 @@ COPIED = (
     "models/BUILD",
     "models/common",
     "models/datasets",
+    # The plugin's dataset tests start an artifact store with these (infra/datastore/testing.py).
+    "infra/__init__.py",
+    "infra/BUILD",
+    "infra/service_testing.py",
+    "infra/datastore",
 )
 
 # What `model_image` targets need besides the model: the server (its code, not its tests, whose
