@@ -2,19 +2,48 @@
 
     metrics_chart.py metrics-diff.json metrics-diff.png
 
-Rendered like the model reports (Agg, matplotlib's own DejaVu font, no metadata), so the same
-diff gives the same bytes.
+Agg, matplotlib's own DejaVu font (never a system font) and no software name or date in the PNG,
+so the same diff gives the same bytes. A PNG, unlike the report's SVGs, because a PR comment
+shows it inline.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
-from matplotlib import pyplot as plt
+# matplotlib writes a font cache under MPLCONFIGDIR; a private one keeps a sandbox self-contained.
+os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="mplconfig-"))
+os.environ["SOURCE_DATE_EPOCH"] = "0"
 
-from mlbuild.render_report import GATED_METRICS, PNG_METADATA, use_bundled_font
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+
+from matplotlib import font_manager  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+
+from infra.ci.metrics_diff import GATED_METRICS  # noqa: E402
+
+PNG_METADATA = {"Software": None}
+
+
+def use_bundled_font() -> None:
+    """Only the fonts inside matplotlib's own data directory: a system font never sneaks in."""
+    bundled = (Path(matplotlib.get_data_path()) / "fonts" / "ttf").resolve()
+    font_manager.fontManager.ttflist = [
+        font
+        for font in font_manager.fontManager.ttflist
+        if Path(font.fname).resolve().parent == bundled
+    ]
+    if not font_manager.fontManager.ttflist:
+        raise RuntimeError(f"no fonts found in matplotlib's own {bundled}")
+    matplotlib.rcParams.update(
+        {"font.family": "DejaVu Sans", "path.simplify": False, "figure.dpi": 100}
+    )
 
 
 def chart(diff: dict):

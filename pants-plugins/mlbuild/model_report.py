@@ -1,13 +1,9 @@
-"""The review report of an `ml_model`: `report.html` and PNG figures, a cached step of `package`.
+"""The review report of an `ml_model`: `report.html` and four SVG figures, written by `package`.
 
-The report reads only JSON (the artifact's description and the per-epoch history of training).
-Its figures are drawn by a process with matplotlib from a light resolve, never in the model's
-torch/tensorflow one, whose input is only what the figures show (history, test metrics,
-thresholds, class names): a model retrained with the same results, e.g. after a change to a shared
-module that did not move its numbers, gets its figures from the cache, as drawing them costs more
-than such a model's training. `report.html` (which also shows the inputs digest and version) is
-written by this rule. The training's wall-clock time is left out of both: two trainings of the
-same inputs give the same report bytes.
+The report reads only JSON (the artifact's description and the per-epoch history of training)
+and is drawn by this rule in the standard library (mlbuild/report_figures.py,
+mlbuild/report_html.py): no process, no framework, no plotting library. The training's wall-clock
+time is left out: two trainings of the same inputs give the same report bytes.
 """
 
 from __future__ import annotations
@@ -15,40 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from pants.backend.python.subsystems.setup import PythonSetup
-from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
-from pants.backend.python.util_rules.pex import PexRequest, VenvPex, VenvPexProcess
-from pants.backend.python.util_rules.pex_requirements import PexRequirements, Resolve
 from pants.engine.addresses import Address
-from pants.engine.fs import CreateDigest, Digest, FileContent, MergeDigests, RemovePrefix
-from pants.engine.process import ProcessResult
-from pants.engine.rules import Get, MultiGet, collect_rules, rule
-from pants.option.option_types import StrOption
-from pants.option.subsystem import Subsystem
+from pants.engine.fs import CreateDigest, Digest, FileContent
+from pants.engine.rules import Get, collect_rules, rule
 from pants.util.logging import LogLevel
-from pants.util.resources import read_resource
-from pants.util.strutil import help_text
 
+from mlbuild.report_figures import report_figures
 from mlbuild.report_html import FIGURES, report_html
-
-_SCRIPT = "__render_report.py"
-_INPUT = "report_input.json"
-_OUT = "report"
-
-
-class ModelReportSubsystem(Subsystem):
-    options_scope = "model-report"
-    help = "Options of the review report (`report.html`) that `package` writes for each `ml_model`."
-
-    resolve = StrOption(
-        default="python-default",
-        help=help_text(
-            """
-            The resolve whose lockfile provides `matplotlib` for rendering the reports. Not a
-            model's resolve: the report reads JSON only.
-            """
-        ),
-    )
 
 
 @dataclass(frozen=True)
@@ -62,7 +31,7 @@ class ModelReportRequest:
 
 @dataclass(frozen=True)
 class ModelReport:
-    """`report.html` and its PNGs, at the digest's root."""
+    """`report.html` and its figures, at the digest's root."""
 
     digest: Digest
 
@@ -77,60 +46,19 @@ def report_request(address: Address, description: dict, history: list) -> ModelR
     )
 
 
-@rule(desc="Render an ml_model's report", level=LogLevel.DEBUG)
-async def render_model_report(
-    request: ModelReportRequest, subsystem: ModelReportSubsystem, python_setup: PythonSetup
-) -> ModelReport:
-    script = read_resource("mlbuild", "render_report.py")
-    assert script is not None, "mlbuild/render_report.py is missing"
-    description = json.loads(request.description)
-    history = json.loads(request.history)
-    shown = {key: description[key] for key in ("name", "metrics", "thresholds", "class_names")}
-    report_input = json.dumps(
-        {"figures": FIGURES, "history": history, "model": shown}, sort_keys=True
-    ).encode()
-    renderer, input_digest = await MultiGet(
-        Get(
-            VenvPex,
-            PexRequest(
-                output_filename="render_report.pex",
-                internal_only=True,
-                requirements=PexRequirements(
-                    ["matplotlib"],
-                    from_superset=Resolve(subsystem.resolve, use_entire_lockfile=False),
-                    description_of_origin="the reports of ml_model targets",
-                ),
-                interpreter_constraints=InterpreterConstraints(
-                    python_setup.interpreter_constraints
-                ),
-            ),
-        ),
-        Get(
-            Digest,
-            CreateDigest([FileContent(_SCRIPT, script), FileContent(_INPUT, report_input)]),
-        ),
-    )
-    result, page = await MultiGet(
-        Get(
-            ProcessResult,
-            VenvPexProcess(
-                renderer,
-                argv=(_SCRIPT, _INPUT, _OUT),
-                input_digest=input_digest,
-                output_directories=(_OUT,),
-                description=f"Render the report figures of {request.address}",
-                level=LogLevel.DEBUG,
-            ),
-        ),
-        Get(
-            Digest,
-            CreateDigest(
-                [FileContent("report.html", report_html(description, history).encode("utf-8"))]
-            ),
-        ),
-    )
-    figures = await Get(Digest, RemovePrefix(result.output_digest, _OUT))
-    return ModelReport(await Get(Digest, MergeDigests((figures, page))))
+def report_files(description: dict, history: list) -> list[FileContent]:
+    figures = report_figures(description, history, FIGURES)
+    page = report_html(description, history)
+    return [
+        FileContent("report.html", page.encode("utf-8")),
+        *(FileContent(name, svg.encode("utf-8")) for name, svg in sorted(figures.items())),
+    ]
+
+
+@rule(desc="Write an ml_model's report", level=LogLevel.DEBUG)
+async def write_model_report(request: ModelReportRequest) -> ModelReport:
+    files = report_files(json.loads(request.description), json.loads(request.history))
+    return ModelReport(await Get(Digest, CreateDigest(files)))
 
 
 def rules():

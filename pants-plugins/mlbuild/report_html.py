@@ -1,6 +1,6 @@
 """The review report's page, `report.html`: tables of the model's facts, gate and per-class metrics,
-and the figures `render_report.py` draws. Standard library only: the `package` rule writes it
-itself, so that the figures' process is keyed on the figures' data alone (see model_report.py).
+around the figures of mlbuild/report_figures.py. Standard library only: the `package` rule writes
+it itself (see model_report.py).
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import html
 
 from mlbuild.target_types import GATED_METRICS
 
-# The figures' file names, by kind (render_report.py gets them in its input).
+# The figures' file names, by kind.
 FIGURES = {
-    "loss": "report_loss.png",
-    "metrics": "report_metrics.png",
-    "confusion": "report_confusion_matrix.png",
-    "per_class": "report_per_class.png",
+    "loss": "report_loss.svg",
+    "metrics": "report_metrics.svg",
+    "confusion": "report_confusion_matrix.svg",
+    "per_class": "report_per_class.svg",
 }
 
 

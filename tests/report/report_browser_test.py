@@ -104,7 +104,7 @@ def figures(root: Path) -> set[str]:
 def test_every_figure_is_requested_and_decoded(browser, served, tmp_path):
     base, requested, root = served
     expected = figures(root)
-    assert len(expected) == 4 and expected == {p.name for p in root.glob("*.png")}
+    assert len(expected) == 4 and expected == {p.name for p in root.glob("*.svg")}
     result = run_chromium(browser, tmp_path, "--dump-dom", f"{base}/probe.html")
     assert result.returncode == 0, result.stderr[-3000:]
     match = re.search(r'<pre id="result">(.*?)</pre>', result.stdout, re.S)
