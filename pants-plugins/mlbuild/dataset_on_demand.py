@@ -31,6 +31,10 @@ from mlbuild.target_types import DatasetSha256Field, DatasetSizeField, DatasetUr
 
 logger = logging.getLogger(__name__)
 
+# How long a process whose dataset is referenced by digest waits for the team cache's answer
+# before it may start locally: as long as one cache call may take (`remote_store_rpc_timeout_millis`).
+CACHE_LOOKUP_FIRST_MILLIS = 30_000
+
 
 @dataclass(frozen=True)
 class DatasetInputRequest:
@@ -84,11 +88,16 @@ async def run_process_with_dataset(
     if dataset.url is None:
         return await Get(FallibleProcessResult, Process, process)
     # First try without the bytes, quietly: a cache hit, or a run with the file from the local
-    # store or the team cache's CAS. Neither the level nor the description is in the cache key.
+    # store or the team cache's CAS. Pants 2.17 races a local run against the cache lookup; here
+    # the local run would fail at once for want of the bytes and win, so it waits for the lookup
+    # (a miss or an error ends the wait). Neither the level nor the delay is in the cache key.
+    first_try = dataclasses.replace(
+        process,
+        level=LogLevel.DEBUG,
+        remote_cache_speculation_delay_millis=CACHE_LOOKUP_FIRST_MILLIS,
+    )
     try:
-        result = await Get(
-            FallibleProcessResult, Process, dataclasses.replace(process, level=LogLevel.DEBUG)
-        )
+        result = await Get(FallibleProcessResult, Process, first_try)
     except Exception as e:  # the engine raises a plain exception naming the missing digest
         if dataset.sha256 not in str(e):
             raise
