@@ -36,13 +36,18 @@ from pants.engine.fs import (
     PathGlobs,
     RemovePrefix,
 )
-from pants.engine.process import ProcessResult
+from pants.engine.process import (
+    FallibleProcessResult,
+    Process,
+    ProcessResult,
+    ProductDescription,
+)
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import TransitiveTargets, TransitiveTargetsRequest
 from pants.source.source_root import SourceRoot, SourceRootRequest
 from pants.util.logging import LogLevel
 
-from mlbuild.dataset_fetch import DatasetFile, DatasetFileRequest
+from mlbuild.dataset_on_demand import DatasetInput, DatasetInputRequest, ProcessWithDataset
 from mlbuild.model_dependencies import ModelInputs, ModelInputsRequest
 from mlbuild.target_types import (
     ModelConfigSourceField,
@@ -108,6 +113,7 @@ class ModelRunner:
     venv_pex: VenvPex
     module: str
     input_digest: Digest
+    dataset: DatasetInput
     config_path: str
     source_roots: tuple[str, ...]
     lockfile_path: str
@@ -193,9 +199,9 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
             request.resolve,
         ),
     )
-    # The dataset first: checked against its sha256, or fetched (with the store's credentials)
-    # and verified, before its file is hydrated as a source below or any process runs.
-    dataset = await Get(DatasetFile, DatasetFileRequest(inputs.dataset_address))
+    # The dataset first: a committed file is checked against its sha256 before it is hydrated as
+    # a source below; a file in the store is referenced by digest, fetched only if a step runs.
+    dataset = await Get(DatasetInput, DatasetInputRequest(inputs.dataset_address))
     transitive, config_files, entry_root = await MultiGet(
         Get(
             TransitiveTargets,
@@ -204,8 +210,11 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
         Get(SourceFiles, SourceFilesRequest([request.config])),
         Get(SourceRoot, SourceRootRequest, SourceRootRequest.for_file(inputs.entry_point_path)),
     )
+    # The dataset's own file comes from `dataset` (by digest): hydrating the target as a source
+    # would download it (as an `http_source`, without credentials) even on a cache hit.
+    sources_closure = [t for t in transitive.closure if t.address != inputs.dataset_address]
     sources, requirements_pex = await MultiGet(
-        Get(PythonSourceFiles, PythonSourceFilesRequest(transitive.closure, include_files=True)),
+        Get(PythonSourceFiles, PythonSourceFilesRequest(sources_closure, include_files=True)),
         Get(Pex, RequirementsPexRequest(Addresses([inputs.entry_point_address]))),
     )
     relative = inputs.entry_point_path
@@ -240,6 +249,7 @@ async def setup_model_runner(request: ModelStepsRequest, python_setup: PythonSet
         venv_pex=venv_pex,
         module=module,
         input_digest=input_digest,
+        dataset=dataset,
         config_path=config_files.files[0],
         source_roots=sources.source_roots,
         lockfile_path=lockfile_path,
@@ -279,7 +289,15 @@ async def model_inputs_digest(request: ModelStepsRequest) -> ModelInputsDigest:
 @rule(desc="Train, evaluate and export an ml_model", level=LogLevel.DEBUG)
 async def run_model_steps(request: ModelStepsRequest) -> ModelStepOutputs:
     runner = await Get(ModelRunner, ModelStepsRequest, request)
-    built = await Get(ProcessResult, VenvPexProcess, runner.build_process())
+    process = await Get(Process, VenvPexProcess, runner.build_process())
+    fallible = await Get(FallibleProcessResult, ProcessWithDataset(process, runner.dataset))
+    built = await Get(
+        ProcessResult,
+        {
+            fallible: FallibleProcessResult,
+            ProductDescription(process.description): ProductDescription,
+        },
+    )
     steps = await Get(Digest, RemovePrefix(built.output_digest, BUILD_OUTPUT_DIR))
     train, evaluate, export = await MultiGet(
         Get(Digest, DigestSubset(steps, PathGlobs([f"{step}/**"]))) for step in STEPS

@@ -33,6 +33,7 @@ from pants.option.subsystem import Subsystem
 from pants.util.logging import LogLevel
 from pants.util.strutil import help_text
 
+from mlbuild.dataset_on_demand import ProcessWithDataset
 from mlbuild.model_steps import ModelRunner, ModelStepsRequest
 from mlbuild.package_model import MlModelFieldSet
 
@@ -124,7 +125,7 @@ async def run_model_checks(
             f"Run the standard checks of {field_set.address}",
         ),
     )
-    result = await Get(FallibleProcessResult, Process, process)
+    result = await Get(FallibleProcessResult, ProcessWithDataset(process, runner.dataset))
     return TestResult.from_fallible_process_result(
         result, address=field_set.address, output_setting=test_subsystem.output
     )

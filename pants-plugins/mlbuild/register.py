@@ -2,6 +2,7 @@
 
 from mlbuild import (
     dataset_fetch,
+    dataset_on_demand,
     execution_log,
     grpc_codegen,
     model_dependencies,
@@ -35,6 +36,7 @@ def rules():
         *model_dependencies.rules(),
         *model_steps.rules(),
         *dataset_fetch.rules(),
+        *dataset_on_demand.rules(),
         *package_model.rules(),
         *model_report.rules(),
         *model_listing.rules(),

@@ -51,7 +51,8 @@ pex_binary(name="server", entry_point="server.py:main")
 PROTO_BUILD = 'grpc_python_proto(name="open_inference", source="open_inference_grpc.proto")\n'
 
 
-_TRAINED = re.compile(r"Completed: Train (\S+)")
+# A training Pants ran: its process completed, or (a dataset by digest) `Ran:` logged by our rule.
+_TRAINED = re.compile(r"(?:Completed|Ran): Train (\S+)")
 
 TINY_MODEL = """\
 from torch import nn
