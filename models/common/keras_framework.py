@@ -72,7 +72,6 @@ class KerasFramework(Framework):
             split.train.labels,
             epochs=config.epochs,
             batch_size=config.batch_size,
-            validation_data=(x_val, y_val),
             shuffle=True,
             verbose=0,
             callbacks=[record],

@@ -123,6 +123,26 @@ def test_build_trains_evaluates_and_exports_into_one_output(tmp_path: Path) -> N
         assert (alone / path).read_bytes() == (out / path).read_bytes(), path
 
 
+def test_the_command_line_build_ends_without_the_interpreters_teardown(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"seed": 0, "epochs": 1, "batch_size": 64, "learning_rate": 0.01}))
+    out = tmp_path / "model"
+    script = (
+        "import atexit\n"
+        "atexit.register(lambda: print('interpreter teardown'))\n"
+        "from models.common.torch_framework_test import build_model\n"
+        "from models.common.harness import run\n"
+        "from models.common.torch_framework import TorchFramework\n"
+        "run(TorchFramework(build_model))\n"
+    )
+    argv = ["build", "--config", str(config), "--dataset", DATASET, "--out", str(out)]
+    printed = _python("-c", script, *argv, "--dataset-sha256", DIGITS_SHA256)
+    # Its output, written to a pipe (block-buffered), all flushed; no teardown after it.
+    assert [line.split(" ")[0] for line in printed.splitlines()] == ["trained", "test", "exported;"]
+    assert (out / "export/model.onnx").stat().st_size > 0
+    assert json.loads((out / "evaluate/metrics.json").read_text())["samples"] > 0
+
+
 def test_a_failed_build_leaves_no_output(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"seed": 0, "epochs": 1, "batch_size": 64, "learning_rate": 0.01}))
