@@ -1,22 +1,123 @@
-"""Loading the committed datasets and splitting them the same way for every model."""
+"""Loading datasets and splitting them the same way for every model.
+
+A small dataset is read into memory as float32. A large one (features above
+`STREAM_ABOVE_BYTES` once float32, stored uncompressed, as `np.savez` and
+`infra/bench/large_dataset/generate.py` write them) stays in its file: its features are
+memory-mapped and converted to float32 one batch at a time (`MappedFeatures`), so training on a
+1 GB uint8 set never holds a 4 GB float32 (or 8 GB float64) copy of it.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import mmap
+import struct
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+# Features larger than this in float32 are streamed from the file instead of read whole.
+STREAM_ABOVE_BYTES = 256 << 20
+# A mapped file's pages are released from the process after this many bytes were read through
+# the mapping: they stay in the kernel's page cache, so the next read of them is still cheap.
+RELEASE_EVERY_BYTES = 64 << 20
 
 
 class DatasetError(Exception):
     """A dataset file is missing, corrupt, or not the one a model declared."""
 
 
+class _Mapping:
+    """A read-only mapping of a dataset file, shared by every view of its features."""
+
+    def __init__(self, path: Path) -> None:
+        with path.open("rb") as f:
+            self.mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.read_since_release = 0
+
+    def account(self, nbytes: int) -> None:
+        self.read_since_release += nbytes
+        if self.read_since_release >= RELEASE_EVERY_BYTES:
+            self.mmap.madvise(mmap.MADV_DONTNEED)
+            self.read_since_release = 0
+
+
+class MappedFeatures:
+    """Features kept in the dataset file, read as float32 (then `transform`ed) a batch at a time.
+
+    Indexing with a slice or an array of row numbers returns an ndarray of those rows only;
+    `subset` and `transformed` return new views without reading anything.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(
+        self,
+        mapping: _Mapping,
+        raw: np.ndarray,
+        scale: float,
+        rows: np.ndarray | None = None,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self._mapping, self._raw, self._scale = mapping, raw, scale
+        self._rows, self._transform = rows, transform
+        n = len(raw) if rows is None else len(rows)
+        self.shape = (n, *self._convert(raw[:1]).shape[1:])
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _convert(self, raw: np.ndarray) -> np.ndarray:
+        # Exactly the in-memory loader's arithmetic, so both give bit-identical features.
+        features = (raw.astype(np.float64) / self._scale).astype(np.float32)
+        return features if self._transform is None else self._transform(features)
+
+    def _positions(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            return np.arange(len(self))[key]
+        positions = np.asarray(key)
+        if (
+            positions.dtype == bool
+            or positions.ndim != 1
+            or not np.issubdtype(positions.dtype, np.integer)
+        ):
+            raise TypeError("MappedFeatures takes a slice or a 1-d array of row numbers")
+        return positions
+
+    def __getitem__(self, key) -> np.ndarray:
+        positions = self._positions(key)
+        rows = positions if self._rows is None else self._rows[positions]
+        raw = self._raw[rows]
+        self._mapping.account(raw.nbytes)
+        return self._convert(raw)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        features = self[:]
+        return features if dtype is None else features.astype(dtype)
+
+    def subset(self, positions: np.ndarray) -> MappedFeatures:
+        rows = positions if self._rows is None else self._rows[positions]
+        return MappedFeatures(self._mapping, self._raw, self._scale, rows, self._transform)
+
+    def transformed(self, transform: Callable[[np.ndarray], np.ndarray]) -> MappedFeatures:
+        """This view with `transform` applied to every batch read (e.g. a framework's layout)."""
+        return MappedFeatures(self._mapping, self._raw, self._scale, self._rows, transform)
+
+
+Features = np.ndarray | MappedFeatures
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    features: np.ndarray  # float32, shape (n, *feature_shape)
+    features: Features  # float32, shape (n, *feature_shape); streamed for a large dataset
     labels: np.ndarray  # int64, shape (n,)
     class_names: tuple[str, ...]
 
@@ -56,11 +157,16 @@ def verify_sha256(path: Path, expected: str) -> None:
         )
 
 
-def load_dataset(path: Path, expected_sha256: str | None = None) -> Dataset:
-    """Reads a dataset written by `models/datasets/export_datasets.py`.
+def load_dataset(
+    path: Path, expected_sha256: str | None = None, *, stream: bool | None = None
+) -> Dataset:
+    """Reads a dataset written by `models/datasets/export_datasets.py` (or any `.npz` with its
+    `features`, `labels`, `class_names` and `scale` arrays).
 
     Features are scaled by the file's `scale` (digits: intensities 0..16 become 0..1) and cast to
-    float32, the dtype every model and the server use.
+    float32, the dtype every model and the server use. `stream` (default: only when the float32
+    features would exceed `STREAM_ABOVE_BYTES`) memory-maps them instead; that needs them stored
+    uncompressed.
     """
     path = Path(path)
     if not path.is_file():
@@ -69,22 +175,90 @@ def load_dataset(path: Path, expected_sha256: str | None = None) -> Dataset:
         verify_sha256(path, expected_sha256)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            features = npz["features"].astype(np.float64) / float(npz["scale"])
             labels = npz["labels"].astype(np.int64)
             class_names = tuple(str(c) for c in npz["class_names"])
-    except (KeyError, ValueError, OSError) as e:
+            scale = float(npz["scale"])
+            if stream is None:
+                stream = _float32_bytes(npz.zip) > STREAM_ABOVE_BYTES
+            if stream:
+                features: Features = _mapped_features(path, scale)
+            else:
+                features = (npz["features"].astype(np.float64) / scale).astype(np.float32)
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise DatasetError(f"dataset file {path} is not a valid dataset: {e}") from e
     if len(features) != len(labels):
         raise DatasetError(f"dataset file {path}: {len(features)} samples but {len(labels)} labels")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
         raise DatasetError(f"dataset file {path}: labels outside 0..{len(class_names) - 1}")
-    return Dataset(path.stem, features.astype(np.float32), labels, class_names)
+    return Dataset(path.stem, features, labels, class_names)
 
 
-def _subset(dataset: Dataset, indices: np.ndarray) -> Dataset:
-    return Dataset(
-        dataset.name, dataset.features[indices], dataset.labels[indices], dataset.class_names
+def _float32_bytes(archive: zipfile.ZipFile) -> int:
+    """The size of the features as float32, from the member's header (nothing else read)."""
+    with archive.open("features.npy") as member:
+        shape, _, _ = _npy_header(member)
+    return int(np.prod(shape, dtype=np.int64)) * 4
+
+
+def _npy_header(member) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype from a `.npy` header, leaving `member` at the data."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(member)
+    return np.lib.format.read_array_header_2_0(member)
+
+
+def _mapped_features(path: Path, scale: float) -> MappedFeatures:
+    """The `features.npy` member of the archive, memory-mapped where it lies in the file."""
+    with zipfile.ZipFile(path) as archive:
+        try:
+            info = archive.getinfo("features.npy")
+        except KeyError:
+            raise KeyError("no features array") from None
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(
+            "its features are compressed, so they cannot be streamed; write it with np.savez "
+            "(not savez_compressed)"
+        )
+    mapping = _Mapping(path)
+    view = mapping.mmap
+    # The member's data follows its local header: 30 bytes, then its name and extra field.
+    name_length, extra_length = struct.unpack(
+        "<HH", view[info.header_offset + 26 : info.header_offset + 30]
     )
+    start = info.header_offset + 30 + name_length + extra_length
+    member = _Reader(view, start)
+    shape, fortran_order, dtype = _npy_header(member)
+    if fortran_order or dtype.hasobject:
+        raise ValueError("its features are not a C-ordered array of numbers")
+    count = int(np.prod(shape, dtype=np.int64))
+    end = member.position + count * dtype.itemsize
+    if end > start + info.file_size or end > len(view):
+        raise ValueError(f"its features need {end} bytes but the file has {len(view)} (truncated?)")
+    raw = np.frombuffer(view, dtype=dtype, count=count, offset=member.position).reshape(shape)
+    return MappedFeatures(mapping, raw, scale)
+
+
+class _Reader:
+    """A file-like reader over a mapping from `position`, for numpy's `.npy` header parser."""
+
+    def __init__(self, view: mmap.mmap, position: int) -> None:
+        self.view, self.position = view, position
+
+    def read(self, size: int) -> bytes:
+        data = self.view[self.position : self.position + size]
+        self.position += len(data)
+        return data
+
+
+def _subset(dataset: Dataset, indices: np.ndarray, *, streamed: bool = False) -> Dataset:
+    """The samples at `indices`; of streamed features a view (`streamed`) or an in-memory copy."""
+    features = dataset.features
+    if isinstance(features, MappedFeatures):
+        features = features.subset(indices) if streamed else features[indices]
+    else:
+        features = features[indices]
+    return Dataset(dataset.name, features, dataset.labels[indices], dataset.class_names)
 
 
 def split_dataset(
@@ -93,7 +267,8 @@ def split_dataset(
     """A stratified split that depends only on the data and the seed (never on global RNG state).
 
     Each class is shuffled with its own generator stream and cut by rounding, so every class is
-    represented in every part in proportion.
+    represented in every part in proportion. Of a streamed dataset only the training part stays
+    streamed; validation and test are read into memory (keep their fractions small).
     """
     if not (0 < validation_fraction < 1 and 0 < test_fraction < 1):
         raise ValueError("validation_fraction and test_fraction must each be in (0, 1)")
@@ -112,7 +287,7 @@ def split_dataset(
     # Sort so that the order within a part is the dataset's order, not the class order.
     chosen = {name: np.sort(np.concatenate(idx)) for name, idx in parts.items()}
     return Split(
-        train=_subset(dataset, chosen["train"]),
+        train=_subset(dataset, chosen["train"], streamed=True),
         validation=_subset(dataset, chosen["validation"]),
         test=_subset(dataset, chosen["test"]),
     )
