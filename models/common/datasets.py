@@ -21,9 +21,10 @@ import numpy as np
 
 # Features larger than this in float32 are streamed from the file instead of read whole.
 STREAM_ABOVE_BYTES = 256 << 20
-# A mapped file's pages are released from the process after this many bytes were read through
-# the mapping: they stay in the kernel's page cache, so the next read of them is still cheap.
-RELEASE_EVERY_BYTES = 64 << 20
+# Rows read from a mapped file at a time; the process's mapped pages are released after each
+# read (they stay in the kernel's page cache, so reading them again is still cheap). Per chunk,
+# so that the kernel's fault-around (up to 64 KiB mapped per row touched) stays bounded.
+ROWS_PER_READ = 1024
 
 
 class DatasetError(Exception):
@@ -36,13 +37,10 @@ class _Mapping:
     def __init__(self, path: Path) -> None:
         with path.open("rb") as f:
             self.mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self.read_since_release = 0
 
-    def account(self, nbytes: int) -> None:
-        self.read_since_release += nbytes
-        if self.read_since_release >= RELEASE_EVERY_BYTES:
-            self.mmap.madvise(mmap.MADV_DONTNEED)
-            self.read_since_release = 0
+    def release(self) -> None:
+        """Unmaps the file's pages from this process (not from the page cache)."""
+        self.mmap.madvise(mmap.MADV_DONTNEED)
 
 
 class MappedFeatures:
@@ -94,9 +92,12 @@ class MappedFeatures:
     def __getitem__(self, key) -> np.ndarray:
         positions = self._positions(key)
         rows = positions if self._rows is None else self._rows[positions]
-        raw = self._raw[rows]
-        self._mapping.account(raw.nbytes)
-        return self._convert(raw)
+        features = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        for start in range(0, len(rows), ROWS_PER_READ):
+            chunk = self._raw[rows[start : start + ROWS_PER_READ]]
+            self._mapping.release()
+            features[start : start + len(chunk)] = self._convert(chunk)
+        return features
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         features = self[:]

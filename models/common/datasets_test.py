@@ -139,7 +139,7 @@ def test_only_large_datasets_are_streamed_by_default(tmp_path, monkeypatch):
 def test_released_pages_are_read_again_correctly(tmp_path, monkeypatch):
     path = tmp_path / "images.npz"
     _write_images(path)
-    monkeypatch.setattr(datasets, "RELEASE_EVERY_BYTES", 100)
+    monkeypatch.setattr(datasets, "ROWS_PER_READ", 7)  # many reads, each followed by a release
     in_memory, streamed = load_dataset(path, stream=False), load_dataset(path, stream=True)
     for _ in range(3):
         assert np.array_equal(np.asarray(streamed.features), in_memory.features)

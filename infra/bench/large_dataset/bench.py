@@ -85,6 +85,9 @@ CONFIG = {
     "test_fraction": 0.02,
 }
 
+# What loader_memory.py needs to read the training part as the harness does.
+LOADER_OPTIONS = ("batch_size", "validation_fraction", "test_fraction")
+
 BUILD = f"""\
 python_sources(name="lib", resolve="torch")
 
@@ -112,15 +115,21 @@ class Run:
     downloaded_bytes: int
     download_seconds: float
     build_peak_bytes: int  # VmHWM of the build process (python -m ... build), 0 if none ran
+    build_anon_bytes: int  # the largest RssAnon sampled (its own memory)
+    build_file_bytes: int  # the largest RssFile sampled (mapped files, e.g. the dataset)
     pantsd_peak_bytes: int
+    pantsd_anon_bytes: int  # at the end of the run
+    pantsd_file_bytes: int  # at the end of the run
     load1: float
 
 
-def _vm_hwm(pid: str) -> int:
-    """The peak resident set of process pid in bytes (0 once it is gone)."""
+def _memory(pid: str, field: str) -> int:
+    """A memory figure of process pid from /proc/<pid>/status in bytes (0 once it is gone):
+    VmHWM (peak resident), RssAnon (resident now, its own memory), RssFile (resident now, mapped
+    files: page-cache pages, e.g. of an LMDB store or a memory-mapped dataset)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
@@ -128,12 +137,15 @@ def _vm_hwm(pid: str) -> int:
 
 
 class PeakMemory(threading.Thread):
-    """Samples the VmHWM of every process whose command line contains `marker`."""
+    """Samples the memory of every process whose command line contains `marker`: the largest
+    VmHWM, RssAnon and RssFile seen."""
+
+    FIELDS = ("VmHWM", "RssAnon", "RssFile")
 
     def __init__(self, marker: str, interval: float = 0.1) -> None:
         super().__init__(daemon=True)
         self.marker, self.interval = marker.encode(), interval
-        self.peak = 0
+        self.peak = dict.fromkeys(self.FIELDS, 0)
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -146,42 +158,33 @@ class PeakMemory(threading.Thread):
                 except OSError:
                     continue
                 if self.marker in cmdline:
-                    self.peak = max(self.peak, _vm_hwm(pid))
+                    for field in self.FIELDS:
+                        self.peak[field] = max(self.peak[field], _memory(pid, field))
             self._done.wait(self.interval)
 
-    def stop(self) -> int:
+    def stop(self) -> dict[str, int]:
         self._done.set()
         self.join()
         return self.peak
 
 
-def pantsd_peak(repo: ScratchRepo) -> int:
-    return max(
-        (_vm_hwm(p.read_text().strip()) for p in repo.root.glob(".pids/*/pantsd/pid")), default=0
-    )
+def pantsd_memory(repo: ScratchRepo, field: str) -> int:
+    pids = [p.read_text().strip() for p in repo.root.glob(".pids/*/pantsd/pid")]
+    return max((_memory(pid, field) for pid in pids), default=0)
 
 
-def generate(out: Path, samples: int, seed: int) -> str:
-    """Runs generate.py through this repo's Pants (numpy's resolve); returns its report line."""
+def pants_run(script: str, *args: str) -> str:
+    """Runs one of this directory's scripts through this repo's Pants (numpy's resolve);
+    returns the last line it printed."""
     done = subprocess.run(
-        [
-            "./pants",
-            "run",
-            "infra/bench/large_dataset/generate.py",
-            "--",
-            str(out),
-            "--samples",
-            str(samples),
-            "--seed",
-            str(seed),
-        ],
+        ["./pants", "run", f"infra/bench/large_dataset/{script}", "--", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=False,
     )
     if done.returncode != 0:
-        raise BenchFailure(f"generating the dataset failed:\n{done.stdout}\n{done.stderr}")
+        raise BenchFailure(f"{script} failed:\n{done.stdout}\n{done.stderr}")
     return done.stdout.strip().splitlines()[-1]
 
 
@@ -220,8 +223,12 @@ def measure(case: str, repo: ScratchRepo, store: RunningDatastore, sha256: str, 
         downloads=len(new),
         downloaded_bytes=sum(sent for sent, _ in new),
         download_seconds=round(sum(seconds for _, seconds in new), 2),
-        build_peak_bytes=build_peak,
-        pantsd_peak_bytes=pantsd_peak(repo),
+        build_peak_bytes=build_peak["VmHWM"],
+        build_anon_bytes=build_peak["RssAnon"],
+        build_file_bytes=build_peak["RssFile"],
+        pantsd_peak_bytes=pantsd_memory(repo, "VmHWM"),
+        pantsd_anon_bytes=pantsd_memory(repo, "RssAnon"),
+        pantsd_file_bytes=pantsd_memory(repo, "RssFile"),
         load1=round(load1, 2),
     )
     log(f"{case}: {json.dumps(asdict(result))}")
@@ -239,13 +246,16 @@ def check(runs: list[Run]) -> None:
 def format_table(runs: list[Run], features_bytes: int) -> str:
     mib = 1 << 20
     lines = [
-        "case | wall s | trained | downloads (MiB, s) | build process peak RSS MiB | pantsd peak RSS MiB | load1",
+        "case | wall s | trained | downloads (MiB, s) | build process peak RSS MiB (anon, file) | "
+        "pantsd peak RSS MiB (at the end: anon + file) | load1",
     ]
     for r in runs:
         lines.append(
             f"{r.case} | {r.seconds:.1f} | {r.trained} | {r.downloads} "
             f"({r.downloaded_bytes / mib:.0f}, {r.download_seconds:.1f}) | "
-            f"{r.build_peak_bytes / mib:.0f} | {r.pantsd_peak_bytes / mib:.0f} | {r.load1:.2f}"
+            f"{r.build_peak_bytes / mib:.0f} ({r.build_anon_bytes / mib:.0f}, "
+            f"{r.build_file_bytes / mib:.0f}) | {r.pantsd_peak_bytes / mib:.0f} "
+            f"({r.pantsd_anon_bytes / mib:.0f} + {r.pantsd_file_bytes / mib:.0f}) | {r.load1:.2f}"
         )
     lines.append(
         f"features: {features_bytes / mib:.0f} MiB uint8 in the file; read whole they would be "
@@ -257,7 +267,7 @@ def format_table(runs: list[Run], features_bytes: int) -> str:
 def run(samples: int, seed: int, workdir: Path, keep: bool, log=print) -> list[Run]:
     dataset = workdir / f"{NAME}.npz"
     started = time.perf_counter()
-    log(generate(dataset, samples, seed))
+    log(pants_run("generate.py", str(dataset), "--samples", str(samples), "--seed", str(seed)))
     log(f"generated in {time.perf_counter() - started:.1f}s (including ./pants run start-up)")
     settings = {"DATASTORE_DIR": str(workdir / "store")}
     repo = None
@@ -273,6 +283,10 @@ def run(samples: int, seed: int, workdir: Path, keep: bool, log=print) -> list[R
             runs.append(measure("rerun", repo, store, sha256, log))
             check(runs)
             log(format_table(runs, samples * 32 * 32))
+            # The loader's own share, without torch: one epoch over the store's copy of the file.
+            [stored] = store.data.glob(f"datasets/{sha256}/{NAME}.npz")
+            options = [f"--{key.replace('_', '-')}={CONFIG[key]}" for key in LOADER_OPTIONS]
+            log(f"loader alone: {pants_run('loader_memory.py', str(stored), *options)}")
             return runs
     finally:
         if repo is not None:
