@@ -2,16 +2,18 @@
 
 A small dataset is read into memory as float32. A large one (features above
 `STREAM_ABOVE_BYTES` once float32, stored uncompressed, as `np.savez` and
-`infra/bench/large_dataset/generate.py` write them) stays in its file: its features are
-memory-mapped and converted to float32 one batch at a time (`MappedFeatures`), so training on a
-1 GB uint8 set never holds a 4 GB float32 (or 8 GB float64) copy of it.
+`infra/bench/large_dataset/generate.py` write them) stays in its file: its features are read
+where they lie in the `.npz`, only the rows asked for, and converted to float32 one batch at a
+time (`StreamedFeatures`), so training on a 1 GB uint8 set never holds a 4 GB float32 (or 8 GB
+float64) copy of it, nor the file itself.
 """
 
 from __future__ import annotations
 
 import hashlib
-import mmap
+import os
 import struct
+import weakref
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,9 +23,7 @@ import numpy as np
 
 # Features larger than this in float32 are streamed from the file instead of read whole.
 STREAM_ABOVE_BYTES = 256 << 20
-# Rows read from a mapped file at a time; the process's mapped pages are released after each
-# read (they stay in the kernel's page cache, so reading them again is still cheap). Per chunk,
-# so that the kernel's fault-around (up to 64 KiB mapped per row touched) stays bounded.
+# Rows read and converted at a time (bounds the float64 intermediate of a large read).
 ROWS_PER_READ = 1024
 
 
@@ -31,19 +31,30 @@ class DatasetError(Exception):
     """A dataset file is missing, corrupt, or not the one a model declared."""
 
 
-class _Mapping:
-    """A read-only mapping of a dataset file, shared by every view of its features."""
+class _RowFile:
+    """The rows of an array stored uncompressed in a file, read by position (`preadv`).
 
-    def __init__(self, path: Path) -> None:
-        with path.open("rb") as f:
-            self.mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    Not memory-mapped: the kernel maps whole page-cache folios (up to 2 MiB each here) around
+    every row a mapping touches, so shuffled batches kept hundreds of MB of the file resident in
+    the process (measured). Positioned reads keep only the rows asked for.
+    """
 
-    def release(self) -> None:
-        """Unmaps the file's pages from this process (not from the page cache)."""
-        self.mmap.madvise(mmap.MADV_DONTNEED)
+    def __init__(self, path: Path, offset: int, row_shape: tuple[int, ...], dtype: np.dtype):
+        self.path, self.offset, self.row_shape, self.dtype = path, offset, row_shape, dtype
+        self.row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+        self.fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self.fd)
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        buffer = np.empty((len(rows), self.row_bytes), dtype=np.uint8)
+        for i, row in enumerate(rows.tolist()):
+            got = os.preadv(self.fd, [buffer[i]], self.offset + row * self.row_bytes)
+            if got != self.row_bytes:
+                raise DatasetError(f"dataset file {self.path} ends inside row {row} (truncated?)")
+        return buffer.view(self.dtype).reshape(len(rows), *self.row_shape)
 
 
-class MappedFeatures:
+class StreamedFeatures:
     """Features kept in the dataset file, read as float32 (then `transform`ed) a batch at a time.
 
     Indexing with a slice or an array of row numbers returns an ndarray of those rows only;
@@ -54,16 +65,16 @@ class MappedFeatures:
 
     def __init__(
         self,
-        mapping: _Mapping,
-        raw: np.ndarray,
+        file: _RowFile,
+        length: int,
         scale: float,
         rows: np.ndarray | None = None,
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        self._mapping, self._raw, self._scale = mapping, raw, scale
+        self._file, self._length, self._scale = file, length, scale
         self._rows, self._transform = rows, transform
-        n = len(raw) if rows is None else len(rows)
-        self.shape = (n, *self._convert(raw[:1]).shape[1:])
+        n = length if rows is None else len(rows)
+        self.shape = (n, *self._convert(np.zeros((1, *file.row_shape), file.dtype)).shape[1:])
 
     @property
     def ndim(self) -> int:
@@ -86,16 +97,19 @@ class MappedFeatures:
             or positions.ndim != 1
             or not np.issubdtype(positions.dtype, np.integer)
         ):
-            raise TypeError("MappedFeatures takes a slice or a 1-d array of row numbers")
+            raise TypeError("StreamedFeatures takes a slice or a 1-d array of row numbers")
         return positions
 
     def __getitem__(self, key) -> np.ndarray:
-        positions = self._positions(key)
-        rows = positions if self._rows is None else self._rows[positions]
+        rows = self._positions(key)
+        if len(rows) and (rows.min() < -len(self) or rows.max() >= len(self)):
+            raise IndexError(f"row numbers outside 0..{len(self) - 1}")
+        rows = rows % len(self) if len(rows) else rows
+        if self._rows is not None:
+            rows = self._rows[rows]
         features = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
         for start in range(0, len(rows), ROWS_PER_READ):
-            chunk = self._raw[rows[start : start + ROWS_PER_READ]]
-            self._mapping.release()
+            chunk = self._file.read(rows[start : start + ROWS_PER_READ])
             features[start : start + len(chunk)] = self._convert(chunk)
         return features
 
@@ -103,16 +117,16 @@ class MappedFeatures:
         features = self[:]
         return features if dtype is None else features.astype(dtype)
 
-    def subset(self, positions: np.ndarray) -> MappedFeatures:
+    def subset(self, positions: np.ndarray) -> StreamedFeatures:
         rows = positions if self._rows is None else self._rows[positions]
-        return MappedFeatures(self._mapping, self._raw, self._scale, rows, self._transform)
+        return StreamedFeatures(self._file, self._length, self._scale, rows, self._transform)
 
-    def transformed(self, transform: Callable[[np.ndarray], np.ndarray]) -> MappedFeatures:
+    def transformed(self, transform: Callable[[np.ndarray], np.ndarray]) -> StreamedFeatures:
         """This view with `transform` applied to every batch read (e.g. a framework's layout)."""
-        return MappedFeatures(self._mapping, self._raw, self._scale, self._rows, transform)
+        return StreamedFeatures(self._file, self._length, self._scale, self._rows, transform)
 
 
-Features = np.ndarray | MappedFeatures
+Features = np.ndarray | StreamedFeatures
 
 
 @dataclass(frozen=True)
@@ -182,7 +196,7 @@ def load_dataset(
             if stream is None:
                 stream = _float32_bytes(npz.zip) > STREAM_ABOVE_BYTES
             if stream:
-                features: Features = _mapped_features(path, scale)
+                features: Features = _streamed_features(path, scale)
             else:
                 features = (npz["features"].astype(np.float64) / scale).astype(np.float32)
     except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
@@ -209,8 +223,8 @@ def _npy_header(member) -> tuple[tuple[int, ...], bool, np.dtype]:
     return np.lib.format.read_array_header_2_0(member)
 
 
-def _mapped_features(path: Path, scale: float) -> MappedFeatures:
-    """The `features.npy` member of the archive, memory-mapped where it lies in the file."""
+def _streamed_features(path: Path, scale: float) -> StreamedFeatures:
+    """The `features.npy` member of the archive, read where it lies in the file."""
     with zipfile.ZipFile(path) as archive:
         try:
             info = archive.getinfo("features.npy")
@@ -221,41 +235,27 @@ def _mapped_features(path: Path, scale: float) -> MappedFeatures:
             "its features are compressed, so they cannot be streamed; write it with np.savez "
             "(not savez_compressed)"
         )
-    mapping = _Mapping(path)
-    view = mapping.mmap
-    # The member's data follows its local header: 30 bytes, then its name and extra field.
-    name_length, extra_length = struct.unpack(
-        "<HH", view[info.header_offset + 26 : info.header_offset + 30]
-    )
-    start = info.header_offset + 30 + name_length + extra_length
-    member = _Reader(view, start)
-    shape, fortran_order, dtype = _npy_header(member)
-    if fortran_order or dtype.hasobject:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        # The member's data follows its local header: 30 bytes, then its name and extra field.
+        f.seek(info.header_offset + 26)
+        name_length, extra_length = struct.unpack("<HH", f.read(4))
+        start = info.header_offset + 30 + name_length + extra_length
+        f.seek(start)
+        shape, fortran_order, dtype = _npy_header(f)
+        offset = f.tell()
+    if fortran_order or dtype.hasobject or not shape:
         raise ValueError("its features are not a C-ordered array of numbers")
-    count = int(np.prod(shape, dtype=np.int64))
-    end = member.position + count * dtype.itemsize
-    if end > start + info.file_size or end > len(view):
-        raise ValueError(f"its features need {end} bytes but the file has {len(view)} (truncated?)")
-    raw = np.frombuffer(view, dtype=dtype, count=count, offset=member.position).reshape(shape)
-    return MappedFeatures(mapping, raw, scale)
-
-
-class _Reader:
-    """A file-like reader over a mapping from `position`, for numpy's `.npy` header parser."""
-
-    def __init__(self, view: mmap.mmap, position: int) -> None:
-        self.view, self.position = view, position
-
-    def read(self, size: int) -> bytes:
-        data = self.view[self.position : self.position + size]
-        self.position += len(data)
-        return data
+    end = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if end > start + info.file_size or end > size:
+        raise ValueError(f"its features need {end} bytes but the file has {size} (truncated?)")
+    return StreamedFeatures(_RowFile(path, offset, tuple(shape[1:]), dtype), shape[0], scale)
 
 
 def _subset(dataset: Dataset, indices: np.ndarray, *, streamed: bool = False) -> Dataset:
     """The samples at `indices`; of streamed features a view (`streamed`) or an in-memory copy."""
     features = dataset.features
-    if isinstance(features, MappedFeatures):
+    if isinstance(features, StreamedFeatures):
         features = features.subset(indices) if streamed else features[indices]
     else:
         features = features[indices]

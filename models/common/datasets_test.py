@@ -8,7 +8,7 @@ import pytest
 from models.common import datasets
 from models.common.datasets import (
     DatasetError,
-    MappedFeatures,
+    StreamedFeatures,
     load_dataset,
     sha256_of,
     split_dataset,
@@ -99,7 +99,7 @@ def test_streamed_features_give_the_same_batches_as_an_in_memory_load(tmp_path):
     _write_images(path)
     in_memory = load_dataset(path, stream=False)
     streamed = load_dataset(path, stream=True)
-    assert isinstance(streamed.features, MappedFeatures)
+    assert isinstance(streamed.features, StreamedFeatures)
     assert streamed.features.shape == in_memory.features.shape == (300, 6, 5)
     order = np.random.default_rng(1).permutation(300)
     for start in range(0, 300, 64):
@@ -117,7 +117,7 @@ def test_a_streamed_split_keeps_train_streamed_and_equals_the_in_memory_split(tm
     _write_images(path)
     a = split_dataset(load_dataset(path, stream=False), seed=3)
     b = split_dataset(load_dataset(path, stream=True), seed=3)
-    assert isinstance(b.train.features, MappedFeatures)
+    assert isinstance(b.train.features, StreamedFeatures)
     assert isinstance(b.test.features, np.ndarray)
     assert np.array_equal(a.test.features, b.test.features)
     assert np.array_equal(a.validation.features, b.validation.features)
@@ -133,16 +133,27 @@ def test_only_large_datasets_are_streamed_by_default(tmp_path, monkeypatch):
     _write_images(path)
     assert isinstance(load_dataset(path).features, np.ndarray)  # 36 kB as float32
     monkeypatch.setattr(datasets, "STREAM_ABOVE_BYTES", 300 * 6 * 5 * 4 - 1)
-    assert isinstance(load_dataset(path).features, MappedFeatures)
+    assert isinstance(load_dataset(path).features, StreamedFeatures)
 
 
-def test_released_pages_are_read_again_correctly(tmp_path, monkeypatch):
+def test_reads_in_many_chunks_give_the_same_features(tmp_path, monkeypatch):
     path = tmp_path / "images.npz"
     _write_images(path)
-    monkeypatch.setattr(datasets, "ROWS_PER_READ", 7)  # many reads, each followed by a release
+    monkeypatch.setattr(datasets, "ROWS_PER_READ", 7)
     in_memory, streamed = load_dataset(path, stream=False), load_dataset(path, stream=True)
-    for _ in range(3):
-        assert np.array_equal(np.asarray(streamed.features), in_memory.features)
+    assert np.array_equal(np.asarray(streamed.features), in_memory.features)
+    assert np.array_equal(streamed.features[np.array([-1, 0])], in_memory.features[[-1, 0]])
+    with pytest.raises(IndexError):
+        streamed.features[np.array([300])]
+
+
+def test_a_file_cut_short_while_streaming_names_the_file(tmp_path):
+    path = tmp_path / "images.npz"
+    _write_images(path)
+    streamed = load_dataset(path, stream=True)
+    path.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises(DatasetError, match=f"dataset file {path} ends inside row"):
+        np.asarray(streamed.features)
 
 
 def test_a_truncated_streamed_file_names_the_file(tmp_path):

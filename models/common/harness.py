@@ -38,7 +38,7 @@ import numpy as np
 from models.common.config import ConfigError, TrainingConfig, load_config
 from models.common.datasets import (
     DatasetError,
-    MappedFeatures,
+    StreamedFeatures,
     Split,
     load_dataset,
     split_dataset,
@@ -60,7 +60,7 @@ class ModelSpec:
     input_shape: tuple[int, ...]  # one example, in the framework's layout
     num_classes: int
     # In the framework's layout, e.g. for normalisation statistics; streamed for a large dataset.
-    train_features: np.ndarray | MappedFeatures
+    train_features: np.ndarray | StreamedFeatures
 
 
 class Framework(ABC):
@@ -124,7 +124,7 @@ def load_inputs(
     features = split.train.features
     train_features = (
         features.transformed(framework.prepare)
-        if isinstance(features, MappedFeatures)
+        if isinstance(features, StreamedFeatures)
         else framework.prepare(features)
     )
     spec = ModelSpec(tuple(train_features.shape[1:]), dataset.num_classes, train_features)

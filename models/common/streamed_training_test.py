@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from models.common import datasets
-from models.common.datasets import MappedFeatures
+from models.common.datasets import StreamedFeatures
 from models.common.harness import load_inputs
 from models.common.torch_framework import TorchFramework
 
@@ -33,7 +33,7 @@ def test_streamed_training_equals_in_memory_training(tmp_path, monkeypatch):
     assert isinstance(in_memory.spec.train_features, np.ndarray)
     monkeypatch.setattr(datasets, "STREAM_ABOVE_BYTES", 0)
     streamed, streamed_weights, streamed_summary = _train(tmp_path)
-    assert isinstance(streamed.spec.train_features, MappedFeatures)
+    assert isinstance(streamed.spec.train_features, StreamedFeatures)
     assert streamed.spec.input_shape == in_memory.spec.input_shape == (1, 8, 8)
     assert streamed_summary == summary
     for name, tensor in weights.items():

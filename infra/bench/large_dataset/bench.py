@@ -41,7 +41,7 @@ if str(REPO) not in sys.path:
 
 from infra.datastore.testing import SCRIPTS, RunningDatastore  # noqa: E402
 from infra.service_testing import started_service  # noqa: E402
-from tests.e2e.scratch_repo import ScratchRepo  # noqa: E402
+from tests.e2e.scratch_repo import TINY_BUILD, ScratchRepo  # noqa: E402
 
 NAME = "bigdigits"
 MODEL = f"models/{NAME}_cnn:{NAME}_cnn"
@@ -88,18 +88,10 @@ CONFIG = {
 # What loader_memory.py needs to read the training part as the harness does.
 LOADER_OPTIONS = ("batch_size", "validation_fraction", "test_fraction")
 
-BUILD = f"""\
-python_sources(name="lib", resolve="torch")
-
-ml_model(
-    name="{NAME}_cnn",
-    framework="torch",
-    entry_point="train.py",
-    config="config.json",
-    dataset="//models/datasets:{NAME}",
-    thresholds={{"accuracy": 0.9}},
+# The scratch repo's tiny-model BUILD, on this dataset.
+BUILD = TINY_BUILD.format(name=f"{NAME}_cnn", threshold=0.9).replace(
+    "//models/datasets:digits", f"//models/datasets:{NAME}"
 )
-"""
 
 
 class BenchFailure(Exception):

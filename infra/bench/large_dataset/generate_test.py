@@ -7,7 +7,7 @@ import pytest
 
 from infra.bench.large_dataset import generate as generate_module
 from infra.bench.large_dataset.generate import CHUNK, SIDE, generate
-from models.common.datasets import MappedFeatures, load_dataset, sha256_of
+from models.common.datasets import StreamedFeatures, load_dataset, sha256_of
 
 DIGITS = Path("models/datasets/digits.npz")
 
@@ -26,7 +26,7 @@ def test_the_file_streams_as_labelled_digit_images(tmp_path):
     generate(path, DIGITS, 2_000, seed=0)
     streamed = load_dataset(path, stream=True)
     in_memory = load_dataset(path, stream=False)
-    assert isinstance(streamed.features, MappedFeatures)
+    assert isinstance(streamed.features, StreamedFeatures)
     assert streamed.features.shape == (2_000, SIDE, SIDE)
     assert np.array_equal(np.asarray(streamed.features), in_memory.features)
     assert streamed.class_names == tuple(str(d) for d in range(10))

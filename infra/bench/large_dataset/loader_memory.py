@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.common.datasets import MappedFeatures, load_dataset, split_dataset
+from models.common.datasets import StreamedFeatures, load_dataset, split_dataset
 
 FIELDS = ("VmHWM", "RssAnon", "RssFile")
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         json.dumps(
             {
-                "streamed": isinstance(features, MappedFeatures),
+                "streamed": isinstance(features, StreamedFeatures),
                 "train_samples": len(features),
                 "epoch_read_seconds": round(seconds, 2),
                 "memory": phases,
