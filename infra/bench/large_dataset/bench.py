@@ -166,11 +166,12 @@ def pantsd_memory(repo: ScratchRepo, field: str) -> int:
 
 
 def pants_run(script: str, *args: str) -> str:
-    """Runs one of this directory's scripts through this repo's Pants (numpy's resolve);
-    returns the last line it printed."""
+    """Runs one of this directory's scripts through this repo's Pants (numpy's resolve), beside
+    any other Pants run in this repo (PANTS_CONCURRENT); returns the last line it printed."""
     done = subprocess.run(
         ["./pants", "run", f"infra/bench/large_dataset/{script}", "--", *args],
         cwd=REPO,
+        env={**os.environ, "PANTS_CONCURRENT": "True"},
         capture_output=True,
         text=True,
         check=False,
