@@ -34,9 +34,10 @@ class DatasetError(Exception):
 class _RowFile:
     """The rows of an array stored uncompressed in a file, read by position (`preadv`).
 
-    Not memory-mapped: the kernel maps whole page-cache folios (up to 2 MiB each here) around
-    every row a mapping touches, so shuffled batches kept hundreds of MB of the file resident in
-    the process (measured). Positioned reads keep only the rows asked for.
+    Not memory-mapped: a mapping read at scattered rows kept far more of the file resident in the
+    process than it read, even when released after every read (the kernel maps more than the
+    page touched around each fault; measured in infra/bench/large_dataset/README.md).
+    Positioned reads keep only the rows asked for.
     """
 
     def __init__(self, path: Path, offset: int, row_shape: tuple[int, ...], dtype: np.dtype):

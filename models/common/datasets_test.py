@@ -79,7 +79,7 @@ def test_split_rejects_fractions_that_leave_no_training_data():
         split_dataset(ds, seed=0, validation_fraction=0.5, test_fraction=0.5)
 
 
-# Streamed (memory-mapped) datasets: the same numbers as an in-memory load, batch by batch.
+# Streamed datasets (read from the file a batch at a time): the same numbers as an in-memory load, batch by batch.
 
 
 def _write_images(path: Path, n: int = 300, *, compressed: bool = False) -> None:

@@ -1,4 +1,4 @@
-"""Torch training on a streamed (memory-mapped) dataset is the same training as in memory."""
+"""Torch training on a streamed dataset (read a batch at a time) is the same training as in memory."""
 
 import json
 from pathlib import Path

@@ -104,7 +104,7 @@ class TorchFramework(Framework):
     def train(self, config: TrainingConfig, spec: ModelSpec, split: Split):
         model = self.build_model(config, spec)
         features = spec.train_features
-        # A streamed (memory-mapped) training set is read and converted a batch at a time.
+        # A streamed training set (a large dataset) is read and converted a batch at a time.
         x = torch.from_numpy(features) if isinstance(features, np.ndarray) else None
         y = torch.from_numpy(split.train.labels)
         x_val = torch.from_numpy(self.prepare(split.validation.features))

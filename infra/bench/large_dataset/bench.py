@@ -6,7 +6,7 @@ of its own (`infra/datastore/start`, a free port, a temporary directory), upload
 and builds a scratch copy of this repo's build set-up (`tests/e2e/scratch_repo.py`) with one
 torch CNN on it and its serving image. Then runs real `./pants package` twice:
 
-  first   fetch from the store, train (1 epoch, streamed from the memory-mapped file), gate,
+  first   fetch from the store, train (1 epoch, streamed from the file a batch at a time), gate,
           export ONNX, image
   rerun   a new Pants session (pantsd restarted): nothing downloaded, nothing trained
 
@@ -118,7 +118,7 @@ class Run:
 def _memory(pid: str, field: str) -> int:
     """A memory figure of process pid from /proc/<pid>/status in bytes (0 once it is gone):
     VmHWM (peak resident), RssAnon (resident now, its own memory), RssFile (resident now, mapped
-    files: page-cache pages, e.g. of an LMDB store or a memory-mapped dataset)."""
+    files: page-cache pages, e.g. of an LMDB store or shared libraries)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(f"{field}:"):
