@@ -14,14 +14,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def require_tools(tools: tuple[str, ...], required_var: str, installer: str) -> None:
     missing = [t for t in tools if not shutil.which(t, path=SYSTEM_PATH)]
     if missing:
+        import pytest  # only here: benchmarks start services with this module, without pytest
+
         reason = f"{', '.join(missing)} not installed ({installer} installs them)"
         if os.environ.get(required_var) == "1":
             pytest.fail(f"{required_var}=1 but {reason}")

@@ -45,6 +45,9 @@ def test_upload_prints_the_stanza_and_the_store_serves_the_file_only_with_the_pa
         assert get(url, ca) == (401, b"")
         assert get(url, ca, ("ci", "wrong"))[0] == 401
         assert get(url, ca, ("ci", password)) == (200, content)
+        # Only the full, authorised download counts, with its size and time from nginx's log.
+        [(sent, seconds)] = store.transfers("tiny.npz")
+        assert sent == len(content) and 0 <= seconds < 10
         # The netrc file the store's clients read names the same credentials.
         netrc = Path(store.env["DATASTORE_NETRC"]).read_text()
         assert netrc == f"machine localhost login ci password {password}\n"

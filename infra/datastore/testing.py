@@ -40,12 +40,16 @@ class RunningDatastore:
 
     def downloads(self, name: str) -> int:
         """How many times the store served the file named name in full (GET, status 200)."""
+        return len(self.transfers(name))
+
+    def transfers(self, name: str) -> list[tuple[int, float]]:
+        """Bytes sent and seconds taken (nginx's request time) of each full download of name."""
         log = (self.directory / "access.log").read_text().splitlines()
-        return sum(
-            1
-            for line in log
-            if line.startswith("GET ") and line.split()[1].endswith(f"/{name}") and " 200 " in line
-        )
+        return [
+            (int(fields[3]), float(fields[5]))
+            for fields in (line.split() for line in log)
+            if fields[:1] == ["GET"] and fields[1].endswith(f"/{name}") and fields[2] == "200"
+        ]
 
     @property
     def data(self) -> Path:

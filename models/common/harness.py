@@ -36,7 +36,13 @@ from typing import Any
 import numpy as np
 
 from models.common.config import ConfigError, TrainingConfig, load_config
-from models.common.datasets import DatasetError, Split, load_dataset, split_dataset
+from models.common.datasets import (
+    DatasetError,
+    StreamedFeatures,
+    Split,
+    load_dataset,
+    split_dataset,
+)
 from models.common.metrics import classification_metrics
 from models.common.onnx_export import ExportError, canonicalize, compare_outputs, signature_of
 from models.common.resources import require_resources
@@ -53,7 +59,8 @@ class ModelSpec:
 
     input_shape: tuple[int, ...]  # one example, in the framework's layout
     num_classes: int
-    train_features: np.ndarray  # in the framework's layout, e.g. for normalisation statistics
+    # In the framework's layout, e.g. for normalisation statistics; streamed for a large dataset.
+    train_features: np.ndarray | StreamedFeatures
 
 
 class Framework(ABC):
@@ -114,7 +121,12 @@ def load_inputs(
         validation_fraction=config.validation_fraction,
         test_fraction=config.test_fraction,
     )
-    train_features = framework.prepare(split.train.features)
+    features = split.train.features
+    train_features = (
+        features.transformed(framework.prepare)
+        if isinstance(features, StreamedFeatures)
+        else framework.prepare(features)
+    )
     spec = ModelSpec(tuple(train_features.shape[1:]), dataset.num_classes, train_features)
     return StepInputs(config, split, spec)
 

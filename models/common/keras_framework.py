@@ -52,6 +52,11 @@ class KerasFramework(Framework):
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
     def train(self, config: TrainingConfig, spec: ModelSpec, split: Split):
+        if not isinstance(spec.train_features, np.ndarray):
+            raise StepError(
+                "this dataset is too large to read into memory and is streamed from its file; "
+                "streamed training is implemented for torch models only"
+            )
         model = self.build_model(config, spec)
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),

@@ -103,7 +103,9 @@ class TorchFramework(Framework):
 
     def train(self, config: TrainingConfig, spec: ModelSpec, split: Split):
         model = self.build_model(config, spec)
-        x = torch.from_numpy(spec.train_features)
+        features = spec.train_features
+        # A streamed training set (a large dataset) is read and converted a batch at a time.
+        x = torch.from_numpy(features) if isinstance(features, np.ndarray) else None
         y = torch.from_numpy(split.train.labels)
         x_val = torch.from_numpy(self.prepare(split.validation.features))
         y_val = split.validation.labels
@@ -112,12 +114,13 @@ class TorchFramework(Framework):
         history = []
         for epoch in range(config.epochs):
             model.train()
-            order = torch.randperm(len(x), generator=shuffle)
+            order = torch.randperm(len(features), generator=shuffle)
             total = 0.0
-            for start in range(0, len(x), config.batch_size):
+            for start in range(0, len(features), config.batch_size):
                 batch = order[start : start + config.batch_size]
+                inputs = x[batch] if x is not None else torch.from_numpy(features[batch.numpy()])
                 optimizer.zero_grad()
-                loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+                loss = nn.functional.cross_entropy(model(inputs), y[batch])
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach()) * len(batch)
@@ -127,7 +130,7 @@ class TorchFramework(Framework):
             history.append(
                 {
                     "epoch": epoch + 1,
-                    "train_loss": total / len(x),
+                    "train_loss": total / len(features),
                     **epoch_metrics(y_val, val_probabilities, split.validation.class_names),
                 }
             )
