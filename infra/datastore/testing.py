@@ -8,7 +8,12 @@ sets DATASTORE_REQUIRED=1, so there a missing store fails.
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,12 +49,35 @@ class RunningDatastore:
 
     def transfers(self, name: str) -> list[tuple[int, float]]:
         """Bytes sent and seconds taken (nginx's request time) of each full download of name."""
-        log = (self.directory / "access.log").read_text().splitlines()
+        log = self._access_log()
         return [
             (int(fields[3]), float(fields[5]))
             for fields in (line.split() for line in log)
             if fields[:1] == ["GET"] and fields[1].endswith(f"/{name}") and fields[2] == "200"
         ]
+
+    def _access_log(self) -> list[str]:
+        """The access log once every request answered so far is in it.
+
+        nginx logs a request after sending its last byte, so a client can finish reading before
+        the line is written. The store has one worker, which handles events in order: once a
+        request sent now is logged, every earlier one is.
+        """
+        barrier = f"/log-barrier-{uuid.uuid4().hex}"
+        context = ssl.create_default_context(cafile=self.env["DATASTORE_CA_CERT"])
+        try:
+            urllib.request.urlopen(self.url + barrier, context=context, timeout=30).close()
+        except urllib.error.HTTPError as refused:  # 401: no credentials, as intended
+            refused.close()
+        path = self.directory / "access.log"
+        deadline = time.monotonic() + 30
+        while True:
+            lines = path.read_text().splitlines()
+            if any(f" {barrier} " in line for line in lines):
+                return lines
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the store never logged {barrier} in {path}")
+            time.sleep(0.05)
 
     @property
     def data(self) -> Path:
