@@ -38,8 +38,8 @@ import numpy as np
 from models.common.config import ConfigError, TrainingConfig, load_config
 from models.common.datasets import (
     DatasetError,
-    StreamedFeatures,
     Split,
+    StreamedFeatures,
     load_dataset,
     split_dataset,
 )
