@@ -1,5 +1,6 @@
 """The ./pants bootstrap, run for real: missing Python 3.9, concurrent first calls, a killed
-install, an interpreter whose installation moved, and the notice of a machine off the convention."""
+install, an interpreter whose installation moved, the notice of a machine off the convention, and
+the hand-off to a warm pantsd through Pants's native client."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.scratch_repo import stop_pantsd
 
 
 @pytest.fixture
@@ -100,3 +103,42 @@ def test_concurrent_first_calls_install_once_and_a_killed_install_is_redone(
     notices = [e for _, e in outputs if "will not share the team's cache" in e]
     assert len(notices) >= 1 and "ML_TOOLCHAIN_ROOT moves the toolchain to" in notices[0]
     assert "will not share the team's cache" not in err
+
+
+def test_a_warm_pantsd_is_reached_without_starting_python(checkout: Path, tmp_path: Path) -> None:
+    """./pants hands a run to a warm pantsd through Pants's native client, and falls back to the
+    Python client when asked to. Python's import profiler shows which one ran: it prints one
+    `import time:` line per module the Python client imports, and the native client imports none.
+    """
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    env.pop("PANTS_NO_NATIVE_CLIENT", None)
+
+    def pants(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["./pants", *args],
+            cwd=checkout,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    try:
+        started = pants("--version")  # no pantsd yet: the Python client starts one
+        assert started.returncode == 0 and started.stdout.strip() == "2.17.1", started.stderr
+        assert "import time:" in started.stderr
+
+        warm = pants("--version")
+        assert warm.returncode == 0 and warm.stdout.strip() == "2.17.1", warm.stderr
+        assert "import time:" not in warm.stderr
+
+        python_client = pants("--version", PANTS_NO_NATIVE_CLIENT="1")
+        assert python_client.stdout.strip() == "2.17.1", python_client.stderr
+        assert "import time:" in python_client.stderr
+
+        # pantsd's exit code and error reach the caller through the native client.
+        failed = pants("list", "no/such/dir::")
+        assert failed.returncode != 0
+        assert "no/such/dir" in failed.stderr and "import time:" not in failed.stderr
+    finally:
+        stop_pantsd(checkout)

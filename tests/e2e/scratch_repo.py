@@ -223,19 +223,23 @@ class ScratchRepo:
         return run_command(argv, self.root, {"PANTS_COLORS": "false", **(env or {})}, timeout)
 
     def stop_pantsd(self, wait: float = 30) -> None:
-        """Stops this repo's pantsd and waits (up to `wait` seconds) for it to exit."""
-        pids = []
-        for pid_file in self.root.glob(".pids/*/pantsd/pid"):
-            try:
-                pid = int(pid_file.read_text().strip())
-                os.kill(pid, signal.SIGTERM)
-                pids.append(pid)
-            except (ValueError, ProcessLookupError):
-                pass
-        deadline = time.monotonic() + wait
-        while pids and time.monotonic() < deadline:
-            pids = [pid for pid in pids if _alive(pid)]
-            time.sleep(0.1)
+        stop_pantsd(self.root, wait)
+
+
+def stop_pantsd(root: Path, wait: float = 30) -> None:
+    """Stops the pantsd of the checkout at `root` and waits (up to `wait` seconds) for it to exit."""
+    pids = []
+    for pid_file in root.glob(".pids/*/pantsd/pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
+        except (ValueError, ProcessLookupError):
+            pass
+    deadline = time.monotonic() + wait
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _alive(pid)]
+        time.sleep(0.1)
 
 
 def _alive(pid: int) -> bool:

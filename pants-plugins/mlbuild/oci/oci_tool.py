@@ -450,30 +450,20 @@ def build_config(spec: dict, layers: List[dict], model: dict) -> dict:
     }
 
 
-def add_blob(blobs: Dict[str, bytes], data: bytes) -> str:
-    digest = sha256(data)
-    blobs[digest] = data
-    return digest
-
-
-def assemble_image(
-    spec: dict, layer_dirs: Sequence[str]
+def image_metadata(
+    spec: dict, layers: Sequence[dict]
 ) -> Tuple[Dict[str, bytes], Dict[str, object]]:
-    """The files of the image tar, and a summary (digests, tags, layers)."""
-    layers, blobs = [], {}
-    for layer_dir in layer_dirs:
-        with open(os.path.join(layer_dir, "layer.json")) as f:
-            meta = json.load(f)
-        with open(os.path.join(layer_dir, "layer.tar.gz"), "rb") as f:
-            if add_blob(blobs, f.read()) != meta["digest"]:
-                raise SystemExit(f"{layer_dir}: layer digest differs from its layer.json")
-        layers.append(meta)
+    """Every file of the image tar but the layer blobs, and the summary (digests, tags, layers).
+
+    A function of the spec and the layers' `layer.json` alone: the `package` rule calls it to
+    know the image's digest (which the SBOM and provenance need) while the tar is still written.
+    """
     models = [layer["model"] for layer in layers if "model" in layer]
     if len(models) != 1:
-        raise SystemExit(f"expected one model layer, found {len(models)}")
+        raise ValueError(f"expected one model layer, found {len(models)}")
     model = models[0]
-    config = canonical_json(build_config(spec, layers, model))
-    config_digest = add_blob(blobs, config)
+    config = canonical_json(build_config(spec, list(layers), model))
+    config_digest = sha256(config)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MEDIA_TYPE_MANIFEST,
@@ -484,7 +474,7 @@ def assemble_image(
         ],
     }
     manifest_bytes = canonical_json(manifest)
-    manifest_digest = add_blob(blobs, manifest_bytes)
+    manifest_digest = sha256(manifest_bytes)
     repository = spec.get("repository") or f"ml/{model['name']}"
     tag = (model.get("version") or "latest")[:12]
     ref = f"{repository}:{tag}"
@@ -503,7 +493,6 @@ def assemble_image(
             }
         ],
     }
-    blob_path = lambda digest: "blobs/sha256/" + digest.split(":", 1)[1]  # noqa: E731
     docker_manifest = [
         {
             "Config": blob_path(config_digest),
@@ -511,10 +500,16 @@ def assemble_image(
             "Layers": [blob_path(layer["digest"]) for layer in layers],
         }
     ]
-    files = {blob_path(digest): data for digest, data in blobs.items()}
-    files["oci-layout"] = canonical_json({"imageLayoutVersion": "1.0.0"})
-    files["index.json"] = canonical_json(index)
-    files["manifest.json"] = canonical_json(docker_manifest)
+    files = {
+        blob_path(config_digest): config,
+        blob_path(manifest_digest): manifest_bytes,
+        "oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}),
+        "index.json": canonical_json(index),
+        "manifest.json": canonical_json(docker_manifest),
+    }
+    # Each blob once, as in the tar: two equal layers are one blob.
+    blob_sizes = {layer["digest"]: layer["size"] for layer in layers}
+    blob_sizes.update({config_digest: len(config), manifest_digest: len(manifest_bytes)})
     summary = {
         "digest": manifest_digest,
         "image_id": config_digest,
@@ -527,16 +522,46 @@ def assemble_image(
         "layers": [
             {k: layer[k] for k in ("digest", "diff_id", "size", "created_by")} for layer in layers
         ],
-        "size": sum(len(data) for data in blobs.values()),
+        "size": sum(blob_sizes.values()),
         "uncompressed_size": sum(layer["uncompressed_size"] for layer in layers),
     }
     return files, summary
 
 
+def blob_path(digest: str) -> str:
+    return "blobs/sha256/" + digest.split(":", 1)[1]
+
+
+def summary_json(summary: Dict[str, object]) -> bytes:
+    """`<image>.json` as `package` writes it."""
+    return (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
+
+
+def assemble_image(
+    spec: dict, layer_dirs: Sequence[str]
+) -> Tuple[Dict[str, bytes], Dict[str, object]]:
+    """The files of the image tar, and a summary (digests, tags, layers)."""
+    layers, blobs = [], {}
+    for layer_dir in layer_dirs:
+        with open(os.path.join(layer_dir, "layer.json")) as f:
+            meta = json.load(f)
+        with open(os.path.join(layer_dir, "layer.tar.gz"), "rb") as f:
+            data = f.read()
+        if sha256(data) != meta["digest"] or len(data) != meta["size"]:
+            raise SystemExit(f"{layer_dir}: layer digest differs from its layer.json")
+        blobs[blob_path(meta["digest"])] = data
+        layers.append(meta)
+    files, summary = image_metadata(spec, layers)
+    return {**blobs, **files}, summary
+
+
 def cmd_image(args: argparse.Namespace) -> None:
     with open(args.spec) as f:
         spec = json.load(f)
-    files, summary = assemble_image(spec, args.layers)
+    try:
+        files, summary = assemble_image(spec, args.layers)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     layer = Layer()
     for path, data in files.items():
         layer.add_file(path, data)
@@ -546,9 +571,8 @@ def cmd_image(args: argparse.Namespace) -> None:
     base = args.out[: -len(".tar")] if args.out.endswith(".tar") else args.out
     with open(base + ".digest", "w") as f:
         f.write(summary["digest"] + "\n")
-    with open(base + ".json", "w") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
-        f.write("\n")
+    with open(base + ".json", "wb") as f:
+        f.write(summary_json(summary))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -181,3 +181,42 @@ def test_model_layer_from_an_archive_checks_the_artifact_sha256(tmp_path, model_
     (model_dir / "models" / "m1" / "model.onnx").write_bytes(b"tampered")
     with pytest.raises(SystemExit, match="sha256"):
         oci_tool.main(["model", "--out", str(tmp_path / "out2"), "--src", str(model_dir)])
+
+
+def _image_inputs(tmp_path, model_dir):
+    oci_tool.main(["model", "--out", str(tmp_path / "model"), "--src", str(model_dir)])
+    oci_tool.main(["tree", "--out", str(tmp_path / "code"), "--map", f"{model_dir}=app"])
+    spec = {"python": "/usr/bin/python3.11", "entry_point": "server.main", "pythonpath": ["/app"]}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    return spec, [tmp_path / "code", tmp_path / "code", tmp_path / "model"]
+
+
+def test_the_summary_from_layer_metadata_alone_is_the_written_images(tmp_path, model_dir):
+    spec, layer_dirs = _image_inputs(tmp_path, model_dir)
+    out = tmp_path / "dist" / "img.tar"
+    oci_tool.main(
+        ["image", "--out", str(out), "--spec", str(tmp_path / "spec.json")]
+        + [str(d) for d in layer_dirs]
+    )
+    metas = [json.loads((d / "layer.json").read_text()) for d in layer_dirs]
+    files, summary = oci_tool.image_metadata(spec, metas)
+    assert oci_tool.summary_json(summary) == (tmp_path / "dist" / "img.json").read_bytes()
+    with tarfile.open(out) as tar:
+        in_tar = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    # Every file but the layer blobs, byte for byte; the same layer twice is one blob, counted once.
+    assert all(in_tar[path] == data for path, data in files.items())
+    blobs = [data for path, data in in_tar.items() if path.startswith("blobs/")]
+    assert len(blobs) == 4  # code (twice, one blob), model, config, manifest
+    assert summary["size"] == sum(len(data) for data in blobs)
+
+
+def test_an_image_refuses_a_layer_that_differs_from_its_metadata(tmp_path, model_dir):
+    spec, layer_dirs = _image_inputs(tmp_path, model_dir)
+    (tmp_path / "code" / "layer.tar.gz").write_bytes(b"not the layer")
+    argv = ["image", "--out", str(tmp_path / "img.tar"), "--spec", str(tmp_path / "spec.json")]
+    with pytest.raises(SystemExit, match="code: layer digest differs"):
+        oci_tool.main(argv + [str(d) for d in layer_dirs])
+    assert not (tmp_path / "img.tar").exists()
+    metas = [json.loads((tmp_path / "model" / "layer.json").read_text())] * 2
+    with pytest.raises(ValueError, match="expected one model layer, found 2"):
+        oci_tool.image_metadata(spec, metas)

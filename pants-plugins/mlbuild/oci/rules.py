@@ -78,6 +78,7 @@ from pants.util.strutil import help_text
 from pants.version import VERSION as PANTS_VERSION
 
 from mlbuild import k8s_manifest
+from mlbuild.oci import oci_tool
 from mlbuild.oci.target_types import (
     DebianPackagesSourceField,
     ModelImageArgsField,
@@ -473,14 +474,27 @@ async def build_image_attestations(
         Get(Digest, PathGlobs(sorted(lockfiles.values()))),
     )
     [pins_file] = pins.snapshot.files
+    # The tool reads the model layer's layer.json and the names of the wheels the requirements
+    # PEX installed: those files only, not the layer's tarball or the wheels' contents (~150 MB
+    # that the sandbox would otherwise be filled with).
+    model_layer_json, installed_wheels = await MultiGet(
+        Get(Digest, DigestSubset(request.model_layer.digest, PathGlobs(["layer/layer.json"]))),
+        Get(
+            Digest,
+            DigestSubset(
+                request.server.requirements_pex,
+                PathGlobs(["requirements.pex/.deps/*.whl/*.dist-info/METADATA"]),
+            ),
+        ),
+    )
     inputs = await Get(
         Digest,
         MergeDigests(
             [
                 request.image,
-                await Get(Digest, AddPrefix(request.model_layer.digest, "model_layer")),
+                await Get(Digest, AddPrefix(model_layer_json, "model_layer")),
                 pins.snapshot.digest,
-                request.server.requirements_pex,
+                installed_wheels,
                 locks,
             ]
         ),
@@ -541,28 +555,47 @@ async def package_model_image(field_set: ModelImageFieldSet, oci: OciSubsystem) 
     )
     output = field_set.output_path.value_or_default(file_ending="tar")
     stem = output[: -len(".tar")] if output.endswith(".tar") else output
-    result = await Get(
-        ProcessResult,
-        OciToolRequest(
-            (
-                "image",
-                "--out",
-                output,
-                "--spec",
-                "spec.json",
-                *(f"layers/{index}/layer" for index in range(len(layers))),
-            ),
-            await Get(Digest, MergeDigests([spec_digest, *inputs])),
-            f"Assembling the image {field_set.address}",
-            output_files=(output, f"{stem}.digest", f"{stem}.json"),
-            level=LogLevel.INFO,
+    # The image's digest and summary follow from the spec and the layers' layer.json alone, so
+    # they are computed here and the SBOM and provenance are written while the tar is assembled.
+    layer_json_digests = await MultiGet(
+        Get(Digest, DigestSubset(layer.digest, PathGlobs(["layer/layer.json"]))) for layer in layers
+    )
+    layer_metadata = await MultiGet(
+        Get(DigestContents, Digest, digest) for digest in layer_json_digests
+    )
+    try:
+        _, summary = oci_tool.image_metadata(
+            spec, [json.loads(contents[0].content) for contents in layer_metadata]
+        )
+    except ValueError as e:
+        raise ValueError(f"The image {field_set.address}: {e}") from e
+    summary_digest = await Get(
+        Digest,
+        CreateDigest(
+            [
+                FileContent(f"{stem}.json", oci_tool.summary_json(summary)),
+                FileContent(f"{stem}.digest", f"{summary['digest']}\n".encode()),
+            ]
         ),
     )
-    summary_digest = await Get(
-        Digest, DigestSubset(result.output_digest, PathGlobs([f"{stem}.json"]))
-    )
-    summary_file, attestations = await MultiGet(
-        Get(DigestContents, Digest, summary_digest),
+    result, attestations = await MultiGet(
+        Get(
+            ProcessResult,
+            OciToolRequest(
+                (
+                    "image",
+                    "--out",
+                    output,
+                    "--spec",
+                    "spec.json",
+                    *(f"layers/{index}/layer" for index in range(len(layers))),
+                ),
+                await Get(Digest, MergeDigests([spec_digest, *inputs])),
+                f"Assembling the image {field_set.address}",
+                output_files=(output,),
+                level=LogLevel.INFO,
+            ),
+        ),
         Get(
             ImageAttestations,
             ImageAttestationsRequest(
@@ -576,13 +609,13 @@ async def package_model_image(field_set: ModelImageFieldSet, oci: OciSubsystem) 
             ),
         ),
     )
-    summary = json.loads(summary_file[0].content)
     manifest = deployment_manifest(summary, field_set.port.value, oci.registry)
     digest = await Get(
         Digest,
         MergeDigests(
             [
                 result.output_digest,
+                summary_digest,
                 attestations.digest,
                 await Get(Digest, CreateDigest([manifest])),
             ]
