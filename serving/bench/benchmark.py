@@ -25,7 +25,9 @@ import json
 import multiprocessing
 import os
 import resource
+import shlex
 import signal
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -179,12 +181,20 @@ def row(code: str, workers: str, batch: int, concurrency: int, r: Result) -> str
 
 
 def run_configuration(
-    code: str, pythonpath: str | None, workers: str, model_dir: Path, args, bare: bool = False
+    code: str,
+    pythonpath: str | None,
+    workers: str,
+    model_dir: Path,
+    args,
+    bare: bool = False,
+    command: list[str] | None = None,
 ):
     meta = json.loads((model_dir / "model.json").read_text())
     name, input_shape = meta["name"], meta["signature"]["inputs"][0]["shape"]
     flags = ["--workers", workers] if workers != "-" else []
-    if bare:
+    if command:
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    elif bare:
         process = server_process(module="serving.bench.bare_server")
     else:
         process = server_process(
@@ -225,6 +235,11 @@ def main() -> None:
         help="Also run bare_server.py (grpc.aio answering fixed bytes): the floor.",
     )
     parser.add_argument(
+        "--bare-command",
+        help="Also run this command as a floor server: it must answer ModelInfer with fixed bytes "
+        "and print `serving bare on HOST:PORT` to stderr (e.g. `node serving/bench/bare_server.js`).",
+    )
+    parser.add_argument(
         "--server-arg", action="append", default=[], help="Extra server flag (repeatable)."
     )
     args = parser.parse_args()
@@ -240,6 +255,10 @@ def main() -> None:
         for _ in range(args.rounds):
             if args.bare:
                 run_configuration("bare grpc.aio", None, "-", model_dir, args, bare=True)
+            if args.bare_command:
+                command = shlex.split(args.bare_command)
+                label = f"bare {Path(command[-1]).name}"
+                run_configuration(label, None, "-", model_dir, args, command=command)
             if args.compare_pythonpath:
                 run_configuration("before", args.compare_pythonpath, "-", model_dir, args)
             for workers in args.workers.split(","):
