@@ -1,4 +1,5 @@
-"""Our Pants plugin: ML datasets, models, gRPC stubs and serving images as Pants targets."""
+"""Our Pants plugin: ML datasets, models, gRPC stubs, serving images and npm packages as Pants
+targets."""
 
 from mlbuild import (
     dataset_fetch,
@@ -15,6 +16,8 @@ from mlbuild import (
     ruff_format,
 )
 from mlbuild.grpc_codegen import GrpcPythonProtoTarget
+from mlbuild.npm import rules as npm_rules
+from mlbuild.npm.target_types import NpmPackagesTarget
 from mlbuild.oci import publish as oci_publish
 from mlbuild.oci import rules as oci_rules
 from mlbuild.oci.target_types import DebianPackagesTarget, ModelImageTarget
@@ -28,6 +31,7 @@ def target_types():
         GrpcPythonProtoTarget,
         ModelImageTarget,
         DebianPackagesTarget,
+        NpmPackagesTarget,
     ]
 
 
@@ -46,5 +50,6 @@ def rules():
         *ruff_format.rules(),
         *oci_rules.rules(),
         *oci_publish.rules(),
+        *npm_rules.rules(),
         *execution_log.rules(),
     ]
