@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from serving.fixtures import write_artifact
 from serving.proto import open_inference_grpc_pb2 as pb
 from serving.server import ServerConfig
-from serving.testsupport import decode_outputs, raw_request, running_server, stub
+from serving.testsupport import FRONTENDS, decode_outputs, raw_request, running_server, stub
 
 MODEL = "fixture_digits"
 MAX_BATCH = 16
@@ -27,10 +27,11 @@ CLEAN_ERRORS = {
 }
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
+@pytest.fixture(scope="module", params=FRONTENDS)
+def served(tmp_path_factory, request):
     model = write_artifact(tmp_path_factory.mktemp("fuzz") / "m", MODEL)
     config = ServerConfig(
+        frontend=request.param,
         model_dirs=(str(model),),
         port=0,
         insecure=True,

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serving.fixtures import write_artifact
 from serving.proto import open_inference_grpc_pb2 as pb
 from serving.testsupport import (
+    FRONTENDS,
     decode_outputs,
     metric_value,
     raw_request,
@@ -28,14 +29,14 @@ X = np.ones((1, 1, 8, 8), np.float32)
 
 
 @contextlib.contextmanager
-def slow_server(tmp_path, drain_seconds: str, *extra_args: str):
+def slow_server(tmp_path, drain_seconds: str, frontend: str, *extra_args: str):
     # Each call multiplies two 1600x1600 matrices: long enough to be in flight at SIGTERM.
-    # A model this slow runs in a thread (`--execution thread`): inline, each call would hold the
-    # event loop, and the next requests would wait in gRPC's queue instead of being in flight.
+    # A model this slow runs in threads (`--execution thread`): inline, each call would hold the
+    # event loop, and the next requests would wait instead of being in flight.
     model = write_artifact(tmp_path / "slow", "slow", slow_matmul=1600)
     process = server_process(
         *("--model-dir", str(model), "--insecure", "--port", "0", "--metrics-port", "0"),
-        *("--execution", "thread", *extra_args),
+        *("--frontend", frontend, "--execution", "thread", *extra_args),
         *("--drain-seconds", drain_seconds, "--grace-seconds", "10"),
     )
     try:
@@ -99,11 +100,13 @@ def assert_exits_cleanly(process: subprocess.Popen, port: int) -> None:
 
 
 WORKERS = pytest.mark.parametrize("workers", ["1", "2"])
+FRONTEND = pytest.mark.parametrize("frontend", FRONTENDS)
 
 
 @WORKERS
-def test_sigterm_drains_then_exits_zero(tmp_path, workers):
-    drain = slow_server(tmp_path, "2", "--workers", workers)
+@FRONTEND
+def test_sigterm_drains_then_exits_zero(tmp_path, workers, frontend):
+    drain = slow_server(tmp_path, "2", frontend, "--workers", workers)
     with drain as (process, port, client, in_flight_now):
         calls, results = in_flight(port, in_flight_now, 3)
         process.send_signal(signal.SIGTERM)
@@ -126,8 +129,9 @@ def test_sigterm_drains_then_exits_zero(tmp_path, workers):
 
 
 @WORKERS
-def test_sigterm_without_drain_lets_in_flight_requests_finish(tmp_path, workers):
-    no_drain = slow_server(tmp_path, "0", "--workers", workers)
+@FRONTEND
+def test_sigterm_without_drain_lets_in_flight_requests_finish(tmp_path, workers, frontend):
+    no_drain = slow_server(tmp_path, "0", frontend, "--workers", workers)
     with no_drain as (process, port, client, in_flight_now):
         calls, results = in_flight(port, in_flight_now, 2)
         process.send_signal(signal.SIGTERM)
@@ -137,11 +141,13 @@ def test_sigterm_without_drain_lets_in_flight_requests_finish(tmp_path, workers)
 
 
 @WORKERS  # with 2, the workers load the models: their error stops the server all the same
-def test_bad_artifact_process_exits_nonzero_naming_the_file(tmp_path, workers):
+@FRONTEND
+def test_bad_artifact_process_exits_nonzero_naming_the_file(tmp_path, workers, frontend):
     model = write_artifact(tmp_path / "m")
     (model / "model.onnx").write_bytes(b"garbage")
     process = server_process(
-        "--model-dir", str(model), "--insecure", "--port", "0", "--workers", workers
+        *("--model-dir", str(model), "--insecure", "--port", "0", "--workers", workers),
+        *("--frontend", frontend),
     )
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2

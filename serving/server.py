@@ -34,6 +34,7 @@ PLATFORM = "onnxruntime_onnx"
 SERVICE_DESCRIPTOR = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 INFERENCE_SERVICE = SERVICE_DESCRIPTOR.full_name
 UNKNOWN_MODEL = "_unknown"  # metrics label for names that are not served (bounded cardinality)
+FRONTENDS = ("python", "node")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class ServerConfig:
     # Set in each process of a server with several workers: the port is shared (SO_REUSEPORT)
     # and the metrics go to the parent (see serving.workers).
     shared_port: bool = False
+    # "python" (this module) or "node" (serving/node: the same service on grpc-js and
+    # onnxruntime-node, about half the CPU per request; see serving.node_frontend).
+    frontend: str = "python"
 
 
 class ConfigError(Exception):
@@ -210,6 +214,33 @@ def check_config(config: ServerConfig) -> None:
         raise ConfigError("--workers must be at least 1")
     if not config.model_dirs:
         raise ConfigError("give at least one --model-dir")
+    if config.frontend not in FRONTENDS:
+        raise ConfigError(f"--frontend {config.frontend!r} is not one of {', '.join(FRONTENDS)}")
+    if config.frontend == "node" and not config.batching:
+        raise ConfigError(
+            "--no-batching applies to the Python front end only (the Node front end runs each "
+            "request in its own onnxruntime call)"
+        )
+    if config.frontend == "node" and config.inline and config.batch_workers != 1:
+        raise ConfigError(
+            "--batch-workers needs --execution thread with the Node front end (inline, the event "
+            "loop makes one onnxruntime call at a time)"
+        )
+
+
+def load_artifacts(config: ServerConfig) -> dict[str, Artifact]:
+    """Every artifact of the config, verified; two with one name are an error."""
+    artifacts: dict[str, Artifact] = {}
+    for directory in config.model_dirs:
+        artifact = load_artifact(directory, intra_op_threads=config.ort_threads)
+        if artifact.name in artifacts:
+            raise ArtifactError(
+                Path(directory) / "model.json",
+                f"model name {artifact.name!r} is also served from "
+                f"{artifacts[artifact.name].directory}",
+            )
+        artifacts[artifact.name] = artifact
+    return artifacts
 
 
 class ModelServer:
@@ -219,16 +250,7 @@ class ModelServer:
         check_config(config)
         self.config = config
         self.metrics = ServerMetrics(worker=config.shared_port)
-        self.artifacts: dict[str, Artifact] = {}
-        for directory in config.model_dirs:
-            artifact = load_artifact(directory, intra_op_threads=config.ort_threads)
-            if artifact.name in self.artifacts:
-                raise ArtifactError(
-                    Path(directory) / "model.json",
-                    f"model name {artifact.name!r} is also served from "
-                    f"{self.artifacts[artifact.name].directory}",
-                )
-            self.artifacts[artifact.name] = artifact
+        self.artifacts = load_artifacts(config)
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -391,6 +413,14 @@ def parse_args(argv: Sequence[str]) -> ServerConfig:
         help="Server processes sharing the port, each loading the models once (default: the "
         "whole CPUs of the container's cgroup CPU limit, else the CPUs available).",
     )
+    parser.add_argument(
+        "--frontend",
+        choices=FRONTENDS,
+        default="python",
+        help="The process that serves: this Python one, or serving/node (grpc-js and "
+        "onnxruntime-node: the same service for about half the CPU per request; needs Node.js "
+        "18 or newer and its packages, see serving/README.md).",
+    )
     args = parser.parse_args(argv)
     return ServerConfig(
         model_dirs=tuple(args.model_dir),
@@ -410,6 +440,7 @@ def parse_args(argv: Sequence[str]) -> ServerConfig:
         batch_workers=args.batch_workers,
         ort_threads=args.ort_threads,
         workers=default_workers() if args.workers is None else args.workers,
+        frontend=args.frontend,
     )
 
 
@@ -439,6 +470,10 @@ async def serve(server: ModelServer) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = parse_args(sys.argv[1:] if argv is None else argv)
+        if config.frontend == "node":
+            from serving.node_frontend import exec_node
+
+            exec_node(config)  # returns only on an error
         if config.workers > 1:
             from serving.workers import serve_workers  # the supervisor imports this module
 

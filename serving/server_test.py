@@ -14,7 +14,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from serving.fixtures import write_artifact
 from serving.proto import open_inference_grpc_pb2 as pb
 from serving.server import INFERENCE_SERVICE, ServerConfig
-from serving.testsupport import decode_outputs, raw_request, running_server, stub, typed_request
+from serving.testsupport import (
+    FRONTENDS,
+    decode_outputs,
+    raw_request,
+    running_server,
+    stub,
+    typed_request,
+)
 
 MODEL = "fixture_digits"
 MAX_BATCH = 64
@@ -30,9 +37,10 @@ def artifacts(tmp_path_factory):
     }
 
 
-@pytest.fixture(scope="module")
-def server(artifacts):
+@pytest.fixture(scope="module", params=FRONTENDS)
+def server(artifacts, request):
     config = ServerConfig(
+        frontend=request.param,
         model_dirs=(str(artifacts["digits"]), str(artifacts["cancer"])),
         port=0,
         metrics_port=0,
@@ -242,6 +250,16 @@ def test_health_and_reflection(server):
     )
     names = {s.name for s in answers[0].list_services_response.service}
     assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
+    channel.close()
+
+
+def test_health_watch_streams_the_status(server):
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=INFERENCE_SERVICE), timeout=10
+    )
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
     channel.close()
 
 

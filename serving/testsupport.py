@@ -1,5 +1,6 @@
-"""Helpers shared by the server's tests and the benchmark: an in-process server on its own event
-loop thread, a client stub, and request builders."""
+"""Helpers shared by the server's tests and the benchmark: a running server (the Python front end
+in-process on its own event loop thread, the Node front end as a process), a client stub, and
+request builders."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -16,15 +18,58 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 
+from serving.artifact import Artifact
 from serving.proto import open_inference_grpc_pb2 as pb
 from serving.proto import open_inference_grpc_pb2_grpc as pb_grpc
-from serving.server import ModelServer, ServerConfig
+from serving.server import FRONTENDS, ModelServer, ServerConfig, load_artifacts
+
+__all__ = ["FRONTENDS"]
+
+
+@dataclasses.dataclass
+class ServerProcess:
+    """A server run as `python -m serving.server` (what `running_server` gives for Node)."""
+
+    process: subprocess.Popen
+    port: int
+    metrics_port: int | None
+    artifacts: dict[str, Artifact]
+
+
+def config_args(config: ServerConfig) -> list[str]:
+    """The command-line flags that give `config`."""
+    args = [arg for directory in config.model_dirs for arg in ("--model-dir", directory)]
+    args += ["--host", config.host, "--port", str(config.port), "--frontend", config.frontend]
+    args += ["--max-batch-size", str(config.max_batch_size)]
+    args += ["--max-message-bytes", str(config.max_message_bytes)]
+    args += ["--grace-seconds", str(config.grace_seconds)]
+    args += ["--drain-seconds", str(config.drain_seconds)]
+    args += ["--ort-threads", str(config.ort_threads), "--workers", str(config.workers)]
+    if config.metrics_port is not None:
+        args += ["--metrics-port", str(config.metrics_port)]
+    if config.metrics_host is not None:
+        args += ["--metrics-host", config.metrics_host]
+    if config.tls_cert and config.tls_key:
+        args += ["--tls-cert", config.tls_cert, "--tls-key", config.tls_key]
+    if config.insecure:
+        args.append("--insecure")
+    if not config.batching:
+        args.append("--no-batching")
+    if not config.inline:
+        args += ["--execution", "thread"]
+    if config.batch_workers != 1:
+        args += ["--batch-workers", str(config.batch_workers)]
+    return args
 
 
 @contextlib.contextmanager
-def running_server(config: ServerConfig) -> Iterator[ModelServer]:
+def running_server(config: ServerConfig) -> Iterator[ModelServer | ServerProcess]:
     """A started server (port 0 picks a free port: read `server.port`), stopped on exit."""
     config = dataclasses.replace(config, host="127.0.0.1")
+    if config.frontend != "python":
+        with serving_process(config) as server:
+            yield server
+        return
     server = ModelServer(config)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
@@ -105,6 +150,27 @@ def wait_for_ports(process: subprocess.Popen) -> tuple[int, int | None]:
             return int(address.rsplit(":", 1)[1]), int(metrics) if metrics else None
         seen.append(line)
     raise AssertionError(f"server exited ({process.wait()}) before serving:\n{''.join(seen)}")
+
+
+@contextlib.contextmanager
+def serving_process(config: ServerConfig) -> Iterator[ServerProcess]:
+    process = server_process(*config_args(config))
+    try:
+        port, metrics_port = wait_for_ports(process)
+        yield ServerProcess(process, port, metrics_port, load_artifacts(config))
+    finally:
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def metric_value(metrics_port: int, name: str) -> float:

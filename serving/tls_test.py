@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 from serving.fixtures import write_artifact
 from serving.proto import open_inference_grpc_pb2 as pb
 from serving.server import ServerConfig
-from serving.testsupport import decode_outputs, raw_request, running_server, stub
+from serving.testsupport import FRONTENDS, decode_outputs, raw_request, running_server, stub
 
 
 def self_signed(tmp_path):
@@ -50,10 +50,13 @@ def self_signed(tmp_path):
     return tmp_path / "tls.crt", tmp_path / "tls.key", cert_pem
 
 
-def test_tls_round_trip_and_plaintext_refused(tmp_path):
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_tls_round_trip_and_plaintext_refused(tmp_path, frontend):
     cert, key, cert_pem = self_signed(tmp_path)
     model = write_artifact(tmp_path / "m")
-    config = ServerConfig(model_dirs=(str(model),), port=0, tls_cert=str(cert), tls_key=str(key))
+    config = ServerConfig(
+        model_dirs=(str(model),), port=0, tls_cert=str(cert), tls_key=str(key), frontend=frontend
+    )
     with running_server(config) as server:
         client, channel = stub(
             server.port, grpc.ssl_channel_credentials(root_certificates=cert_pem)

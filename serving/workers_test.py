@@ -20,9 +20,19 @@ import pytest
 
 from serving.fixtures import write_artifact
 from serving.proto import open_inference_grpc_pb2 as pb
-from serving.testsupport import decode_outputs, raw_request, server_process, stub, wait_for_ports
+from serving.testsupport import (
+    FRONTENDS,
+    decode_outputs,
+    raw_request,
+    server_process,
+    stub,
+    wait_for_ports,
+)
 
 MODEL = "fixture_digits"
+FRONTEND = pytest.mark.parametrize("frontend", FRONTENDS)
+# In a worker's command line: Python's are started by multiprocessing, Node's carry a mark.
+WORKER_MARKS = (b"spawn_main", b"--serving-node-worker")
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +41,10 @@ def model_dir(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def two_workers(model_dir, *extra: str):
+def two_workers(model_dir, frontend: str, *extra: str):
     process = server_process(
         *("--model-dir", str(model_dir), "--insecure", "--port", "0", "--metrics-port", "0"),
-        *("--workers", "2", *extra),
+        *("--workers", "2", "--frontend", frontend, *extra),
     )
     try:
         port, metrics_port = wait_for_ports(process)
@@ -66,7 +76,7 @@ def scrape(metrics_port: int) -> dict[str, float]:
 
 
 def worker_pids(server_pid: int) -> list[int]:
-    """The worker processes (children running multiprocessing's spawn_main)."""
+    """The worker processes (children with one of WORKER_MARKS in their command line)."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -76,7 +86,7 @@ def worker_pids(server_pid: int) -> list[int]:
             cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
         except OSError:
             continue
-        if int(stat[1]) == server_pid and b"spawn_main" in cmdline:
+        if int(stat[1]) == server_pid and any(mark in cmdline for mark in WORKER_MARKS):
             pids.append(int(entry))
     return pids
 
@@ -91,8 +101,9 @@ def images(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 1, 8, 8), dtype=np.float32)
 
 
-def test_two_workers_answer_as_onnxruntime_does_and_share_the_load(model_dir):
-    with two_workers(model_dir) as (process, port, metrics_port):
+@FRONTEND
+def test_two_workers_answer_as_onnxruntime_does_and_share_the_load(model_dir, frontend):
+    with two_workers(model_dir, frontend) as (process, port, metrics_port):
         assert len(worker_pids(process.pid)) == 2
         clients = connections(port, 16)
         before = scrape(metrics_port)
@@ -129,8 +140,9 @@ def test_two_workers_answer_as_onnxruntime_does_and_share_the_load(model_dir):
             channel.close()
 
 
-def test_metrics_sum_exactly_across_workers(model_dir):
-    with two_workers(model_dir) as (process, port, metrics_port):
+@FRONTEND
+def test_metrics_sum_exactly_across_workers(model_dir, frontend):
+    with two_workers(model_dir, frontend) as (process, port, metrics_port):
         clients = connections(port, 12)
         ok = 0
         not_found = 0
@@ -189,8 +201,9 @@ def poll_ready(port: int, want: bool, timeout: float) -> list[bool]:
     raise AssertionError(f"ServerReady never answered {want} in {timeout:.0f} s; answers: {seen}")
 
 
-def test_a_worker_killed_under_load_is_restarted_and_no_answer_is_wrong(model_dir):
-    with two_workers(model_dir) as (process, port, metrics_port):
+@FRONTEND
+def test_a_worker_killed_under_load_is_restarted_and_no_answer_is_wrong(model_dir, frontend):
+    with two_workers(model_dir, frontend) as (process, port, metrics_port):
         x = images(3, seed=7)
         want = expected(model_dir, x)
         stop = threading.Event()
@@ -259,7 +272,8 @@ def test_a_worker_killed_under_load_is_restarted_and_no_answer_is_wrong(model_di
     assert re.search(r"worker \d exited \(-9\); restarting it", err)
 
 
-def test_a_port_in_use_is_refused_even_with_so_reuseport(model_dir):
+@FRONTEND
+def test_a_port_in_use_is_refused_even_with_so_reuseport(model_dir, frontend):
     holder = socket.socket()
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     holder.bind(("127.0.0.1", 0))
@@ -267,7 +281,8 @@ def test_a_port_in_use_is_refused_even_with_so_reuseport(model_dir):
     port = holder.getsockname()[1]
     try:
         process = server_process(
-            *("--model-dir", str(model_dir), "--insecure", "--port", str(port), "--workers", "2")
+            *("--model-dir", str(model_dir), "--insecure", "--port", str(port), "--workers", "2"),
+            *("--frontend", frontend),
         )
         _, err = process.communicate(timeout=60)
     finally:
@@ -283,10 +298,11 @@ def test_workers_must_be_positive(model_dir):
     assert "--workers must be at least 1" in err
 
 
-def test_no_worker_outlives_the_parent_even_with_its_stderr_closed(model_dir):
+@FRONTEND
+def test_no_worker_outlives_the_parent_even_with_its_stderr_closed(model_dir, frontend):
     # The reader of the server's stderr went away (a log shipper restarting): the SIGTERM
     # message cannot be written, and the workers must stop all the same.
-    with two_workers(model_dir) as (process, port, metrics_port):
+    with two_workers(model_dir, frontend) as (process, port, metrics_port):
         workers = worker_pids(process.pid)
         assert len(workers) == 2
         process.stderr.close()

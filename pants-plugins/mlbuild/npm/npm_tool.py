@@ -1,7 +1,11 @@
-"""Unpacks pinned npm tarballs into one `node_modules` tree, with the standard library alone.
+"""Downloads pinned npm tarballs and unpacks them into one `node_modules` tree, with the standard
+library alone.
 
-Pants runs this script in one sandboxed, cacheable process per `npm_packages` target (see
-`rules.py`), after it has downloaded and checked every tarball. No npm runs and no package script
+Pants runs this script in one cacheable process per `npm_packages` target (see `rules.py`): the
+process's key is the pins and this script, so a tree built by CI is fetched from the team cache
+and a developer's machine downloads nothing. Each tarball is checked against its pinned size and
+sha256 before it is opened (the download goes through the system's certificate store, so it works
+behind a TLS-inspecting proxy without a CA bundle in any cache key). No npm runs and no package script
 runs (npm's install scripts are exactly what would make the tree depend on the machine). The
 tree is a function of the tarballs and the spec only: each tarball's single top-level directory
 (usually `package/`) is stripped, modes are normalised (0755 for directories and executables,
@@ -10,7 +14,8 @@ refused. On any error nothing is left at `--out`.
 
     npm_tool.py --spec spec.json --out node_modules
 
-spec.json: `{"packages": [{"path": "node_modules/<name>", "tarball": "<file>"}, ...],
+spec.json: `{"packages": [{"path": "node_modules/<name>", "url": "<https or file URL>", "size": <bytes>,
+"sha256": "<hex>"}, ...],
 "exclude": ["<glob relative to node_modules/>", ...]}`. An exclude glob matches whole path
 segments (`*` within one, `**` any number of them) and drops what it matches and everything
 below it; a glob that matches nothing is an error, so a stale or mistyped one cannot silently let
@@ -21,13 +26,18 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import json
 import os
 import posixpath
 import shutil
 import sys
 import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence, Set
 
 ROOT = "node_modules"
@@ -227,6 +237,56 @@ class Tree:
         return len(self.owners)
 
 
+DOWNLOAD_ATTEMPTS = 3
+DOWNLOAD_TIMEOUT_SECONDS = 60
+
+
+def download(url: str, size: int, sha256: str, path: str) -> None:
+    """Writes the file at url to path, or raises NpmToolError saying what did not match."""
+    last_error = None
+    for _ in range(DOWNLOAD_ATTEMPTS):
+        try:
+            digest = hashlib.sha256()
+            length = 0
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
+                with open(path, "wb") as f:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        digest.update(block)
+                        length += len(block)
+                        f.write(block)
+            break
+        except (OSError, urllib.error.URLError) as e:  # a dropped connection: try again
+            last_error = e
+    else:
+        raise NpmToolError(f"cannot download {url}: {last_error}")
+    if length != size:
+        raise NpmToolError(f"{url} is {length} bytes, but the pins say {size}")
+    if digest.hexdigest() != sha256:
+        raise NpmToolError(f"{url} has sha256 {digest.hexdigest()}, but the pins say {sha256}")
+
+
+def fetch(packages: List[dict], directory: str) -> None:
+    """Downloads each pinned tarball once (by sha256) into directory; sets each one's `tarball`."""
+    os.makedirs(directory, exist_ok=True)
+    wanted = {}
+    for package in packages:
+        if not isinstance(package.get("sha256"), str) or len(package["sha256"]) != 64:
+            raise NpmToolError(f"package {package.get('path')!r} has no sha256 in the spec")
+        # <sha256>/<the URL's file name>: errors name the file as the registry does.
+        name = posixpath.basename(urllib.parse.urlparse(package["url"]).path) or "package.tgz"
+        package["tarball"] = os.path.join(directory, package["sha256"], name)
+        if package["sha256"] not in wanted:
+            os.makedirs(os.path.dirname(package["tarball"]))
+        wanted[package["sha256"]] = package
+    with ThreadPoolExecutor(8) as pool:
+        jobs = [
+            pool.submit(download, p["url"], p["size"], p["sha256"], p["tarball"])
+            for p in wanted.values()
+        ]
+        for job in jobs:
+            job.result()
+
+
 def unpack(spec: dict, out: str) -> int:
     """Builds the tree at out (a new directory) from spec; returns its number of files and links."""
     if os.path.lexists(out):
@@ -235,6 +295,8 @@ def unpack(spec: dict, out: str) -> int:
     shutil.rmtree(staging, ignore_errors=True)
     tree = Tree(staging, Excludes(spec.get("exclude", [])))
     try:
+        if any("tarball" not in p for p in spec["packages"]):
+            fetch(spec["packages"], f"{out}.tarballs")
         tree.makedirs(os.path.join(staging, ROOT))
         for package in sorted(spec["packages"], key=lambda p: p["path"]):
             path = safe_relpath(package["path"], "spec")
@@ -248,12 +310,15 @@ def unpack(spec: dict, out: str) -> int:
         os.rename(os.path.join(staging, ROOT), out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(f"{out}.tarballs", ignore_errors=True)
     return tree.files()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="JSON: packages (path, tarball), exclude")
+    parser.add_argument(
+        "--spec", required=True, help="JSON: packages (path, url, size, sha256), exclude"
+    )
     parser.add_argument("--out", required=True, help="the node_modules directory to create")
     args = parser.parse_args(argv)
     try:

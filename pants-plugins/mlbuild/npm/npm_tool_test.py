@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -148,3 +149,47 @@ def test_main_reports_errors_without_a_traceback(tmp_path, capsys):
     assert "npm_tool.py: node_modules/bad (bad.tgz): path 'package/../x' contains `..`" in str(
         exit_info.value.code
     )
+
+
+def pinned(path: str, tarball: str, **overrides) -> dict:
+    data = open(tarball, "rb").read()
+    return {
+        "path": path,
+        "url": f"file://{tarball}",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        **overrides,
+    }
+
+
+def test_downloads_each_pinned_tarball_once_and_unpacks_it(tmp_path):
+    tarball = make_tgz(tmp_path / "a-1.0.0.tgz", {"index.js": b"x"})
+    spec = {
+        "packages": [
+            pinned("node_modules/a", tarball),
+            pinned("node_modules/b/node_modules/a", tarball),
+        ]
+    }
+    out = tmp_path / "node_modules"
+    npm_tool.unpack(spec, str(out))
+    assert set(tree(out)) == {"a/index.js", "b/node_modules/a/index.js"}
+    assert not (tmp_path / "node_modules.tarballs").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"size": 1}, r"is \d+ bytes, but the pins say 1"),
+        ({"sha256": "0" * 64}, "has sha256 [0-9a-f]{64}, but the pins say 0000"),
+        ({"url": "file:///nonexistent/a-1.0.0.tgz"}, "cannot download file:///nonexistent"),
+    ],
+    ids=["size", "sha256", "unreachable"],
+)
+def test_a_download_that_differs_from_its_pin_is_refused_and_nothing_is_left(
+    tmp_path, overrides, message
+):
+    tarball = make_tgz(tmp_path / "a-1.0.0.tgz", {"index.js": b"x"})
+    out = tmp_path / "node_modules"
+    with pytest.raises(npm_tool.NpmToolError, match=message):
+        npm_tool.unpack({"packages": [pinned("node_modules/a", tarball, **overrides)]}, str(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-1.0.0.tgz"]

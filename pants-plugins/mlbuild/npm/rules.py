@@ -1,10 +1,12 @@
 """Rules that turn an `npm_packages` target into a `node_modules` tree.
 
-Each pinned tarball is a `DownloadFile` checked against its size and sha256, so Pants fetches it
-once and caches it by digest; then one sandboxed `Process` runs `npm_tool.py` (standard library
-only) with Pants's own interpreter, exactly as the OCI layers run `oci_tool.py`, so the process's
-cache key holds no machine path beyond the team's toolchain root. The tree is cached like any
-process output; an unchanged pins file costs a cache lookup.
+One `Process` runs `npm_tool.py` (standard library only) with Pants's own interpreter, exactly as
+the OCI layers run `oci_tool.py`, so the process's cache key holds no machine path beyond the
+team's toolchain root: it downloads every pinned tarball, checks its size and sha256, and unpacks
+them. The tree is cached like any process output (locally and in the team cache), so an
+unchanged pins file costs a cache lookup. Not `DownloadFile`: Pants's downloader trusts only
+`[GLOBAL].ca_certs_path`, whose content would join every PEX build's key behind a TLS-inspecting
+proxy, while the tool uses the system's certificate store.
 
 Two ways in: `NpmPackagesRequest` gives the tree rooted at `node_modules/` (for an image layer),
 and codegen gives it as files under the target's directory to whatever depends on the target.
@@ -25,14 +27,11 @@ from pants.engine.fs import (
     CreateDigest,
     Digest,
     DigestContents,
-    DownloadFile,
     FileContent,
-    MergeDigests,
     Snapshot,
 )
-from pants.engine.internals.native_engine import FileDigest
 from pants.engine.process import Process, ProcessResult
-from pants.engine.rules import Get, MultiGet, collect_rules, rule
+from pants.engine.rules import Get, collect_rules, rule
 from pants.engine.target import (
     GeneratedSources,
     GenerateSourcesRequest,
@@ -129,18 +128,10 @@ async def build_npm_packages(
     sources = await Get(HydratedSources, HydrateSourcesRequest(target[NpmPackagesSourceField]))
     [pins_file] = await Get(DigestContents, Digest, sources.snapshot.digest)
     pins = parse_pins(pins_file.content, pins_file.path)
-    downloads = await MultiGet(
-        Get(Digest, DownloadFile(pin.url, FileDigest(pin.sha256, pin.size))) for pin in pins
-    )
-    # One directory per sha256: tarballs of the same file name (`@a/x-1.0.0` and `x-1.0.0`)
-    # cannot collide, and a tarball installed at two paths is there once.
-    tarballs = await MultiGet(
-        Get(Snapshot, AddPrefix(download, f"tarballs/{pin.sha256}"))
-        for pin, download in zip(pins, downloads)
-    )
     spec = {
         "packages": [
-            {"path": pin.path, "tarball": tarball.files[0]} for pin, tarball in zip(pins, tarballs)
+            {"path": pin.path, "url": pin.url, "size": pin.size, "sha256": pin.sha256}
+            for pin in pins
         ],
         "exclude": list(target[NpmPackagesExcludeField].value or ()),
     }
@@ -159,10 +150,8 @@ async def build_npm_packages(
         ProcessResult,
         Process(
             argv=(python.path, TOOL, "--spec", SPEC, "--out", "node_modules"),
-            input_digest=await Get(
-                Digest, MergeDigests([tool, *(tarball.digest for tarball in tarballs)])
-            ),
-            description=f"Unpacking {len(pins)} npm packages of {request.address}",
+            input_digest=tool,
+            description=f"Downloading and unpacking {len(pins)} npm packages of {request.address}",
             output_directories=("node_modules",),
             level=LogLevel.DEBUG,
         ),
