@@ -42,8 +42,10 @@ def find_node() -> str:
             "(install it, or set SERVING_NODE to its path)"
         )
     try:
+        # Without NODE_OPTIONS: some of its flags (--cpu-prof) make `--version` fail.
+        env = {k: v for k, v in os.environ.items() if k != "NODE_OPTIONS"}
         version = subprocess.run(
-            [node, "--version"], capture_output=True, text=True, timeout=30, check=True
+            [node, "--version"], capture_output=True, text=True, timeout=30, check=True, env=env
         ).stdout.strip()
         major = int(version.lstrip("v").split(".")[0])
     except (OSError, subprocess.SubprocessError, ValueError) as e:
@@ -95,6 +97,7 @@ def node_spec(config: ServerConfig) -> dict:
         "metrics_host": config.metrics_host,
         "metrics_port": config.metrics_port,
         "max_batch_size": config.max_batch_size,
+        "batching": config.batching,
         "max_message_bytes": config.max_message_bytes,
         "tls_cert": config.tls_cert,
         "tls_key": config.tls_key,

@@ -216,11 +216,6 @@ def check_config(config: ServerConfig) -> None:
         raise ConfigError("give at least one --model-dir")
     if config.frontend not in FRONTENDS:
         raise ConfigError(f"--frontend {config.frontend!r} is not one of {', '.join(FRONTENDS)}")
-    if config.frontend == "node" and not config.batching:
-        raise ConfigError(
-            "--no-batching applies to the Python front end only (the Node front end runs each "
-            "request in its own onnxruntime call)"
-        )
     if config.frontend == "node" and config.inline and config.batch_workers != 1:
         raise ConfigError(
             "--batch-workers needs --execution thread with the Node front end (inline, the event "

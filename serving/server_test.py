@@ -129,10 +129,26 @@ def test_requested_output_subset(client):
     assert len(response.raw_output_contents) == 1
 
 
+def metric_sum(metrics_port: int, prefix: str) -> float:
+    """The sum of the samples on the server's /metrics page whose line starts with prefix."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.decode().splitlines()
+        if line.startswith(prefix)
+    )
+
+
 def test_concurrent_requests_are_batched_and_answered_correctly(client, artifacts, server):
     inputs = [images(1 + i % 3, seed=100 + i) for i in range(48)]
+    calls = f'inference_batch_rows_count{{model="{MODEL}"}}'
+    rows = f'inference_batch_rows_sum{{model="{MODEL}"}}'
+    calls_before, rows_before = (metric_sum(server.metrics_port, m) for m in (calls, rows))
     with ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(lambda x: client.ModelInfer(raw_request(MODEL, x)), inputs))
+    # Every row went through onnxruntime once, in fewer calls than requests.
+    assert metric_sum(server.metrics_port, rows) - rows_before == sum(len(x) for x in inputs)
+    assert metric_sum(server.metrics_port, calls) - calls_before < len(inputs)
     for x, response in zip(inputs, responses):
         want = expected(artifacts, "digits", x)
         got = decode_outputs(response)
@@ -290,9 +306,11 @@ def test_metrics_endpoint(client, server):
         assert any(line.startswith(name) for line in lines), name
 
 
+@pytest.mark.parametrize("frontend", FRONTENDS)
 @pytest.mark.parametrize("batching, inline", [(False, False), (True, False), (False, True)])
-def test_execution_modes_give_the_same_answers(artifacts, batching, inline):
+def test_execution_modes_give_the_same_answers(artifacts, batching, inline, frontend):
     config = ServerConfig(
+        frontend=frontend,
         model_dirs=(str(artifacts["digits"]),),
         port=0,
         insecure=True,

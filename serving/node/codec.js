@@ -35,7 +35,8 @@ const invalid = (message) => new RequestError(status.INVALID_ARGUMENT, message);
 const repr = (s) => (s.includes("'") && !s.includes('"') ? `"${s}"` : `'${s.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`);
 const reprList = (items) => `[${items.map((x) => (typeof x === "string" ? repr(x) : String(x))).join(", ")}]`;
 
-const toNumber = (v) => (typeof v === "number" ? v : Number(v.toString()));
+// protobufjs reads int64 fields as Long objects (exact); shapes are compared as numbers.
+const toNumber = (v) => (typeof v === "number" ? v : v.toNumber());
 const toBigInt = (v) => (typeof v === "number" ? BigInt(v) : BigInt(v.toString()));
 
 function checkShape(spec, shape, maxBatchSize) {

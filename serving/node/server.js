@@ -16,6 +16,7 @@ const descriptor = require("protobufjs/ext/descriptor");
 
 const { HealthService } = require("./health");
 const { ThreadedSession } = require("./threads");
+const { nativeSession } = require("./native_session");
 const { InferenceService, serviceDefinition, SERVICE } = require("./service");
 const { ServerMetrics, combine, render, processLines } = require("./metrics");
 
@@ -66,6 +67,8 @@ async function loadModel(model, threads, execution) {
       session.inputNames = checked.inputNames;
       session.outputNames = checked.outputNames;
       await checked.release();
+    } else {
+      session = await nativeSession(data, options, session);
     }
   } catch (e) {
     throw new ArtifactError(path, `onnxruntime cannot load the graph: ${e.message}`);
@@ -99,7 +102,10 @@ class ModelServer {
     for (const model of this.spec.models) {
       this.models.set(model.name, await loadModel(model, this.spec.ort_threads, { threads: this.spec.execution_threads }));
     }
-    this.inference = new InferenceService(this.root, this.models, this.metrics, this.spec.max_batch_size);
+    this.inference = new InferenceService(this.root, this.models, this.metrics, {
+      maxBatchSize: this.spec.max_batch_size,
+      batching: this.spec.batching,
+    });
   }
 
   async start(ready) {
@@ -108,6 +114,7 @@ class ModelServer {
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": limit,
       "grpc.max_send_message_length": limit,
+      "grpc.enable_channelz": 0, // per-call bookkeeping nobody reads here
     });
     this.server.addService(serviceDefinition(this.root), this.inference.handlers());
     this.server.addService(this.health.definition(), this.health.handlers());

@@ -6,6 +6,7 @@ const { status } = require("@grpc/grpc-js");
 const { ModelCodec, RequestError, repr, reprList } = require("./codec");
 const { labelText } = require("./metrics");
 const { rawMethod } = require("./raw_methods");
+const { ModelBatcher } = require("./batcher");
 
 const SERVER_NAME = "ml-monorepo-serving";
 const SERVER_VERSION = "1";
@@ -25,7 +26,7 @@ function serviceDefinition(root) {
 
 class InferenceService {
   // `models`: name -> {spec, session}, loaded and verified by server.js.
-  constructor(root, models, metrics, maxBatchSize) {
+  constructor(root, models, metrics, { maxBatchSize, batching }) {
     this.root = root;
     this.models = models;
     this.metrics = metrics;
@@ -41,6 +42,17 @@ class InferenceService {
     this.latency = new Map(this.served.map((n) => [n, metrics.histogram(metrics.latency, n)]));
     this.rows = new Map(this.served.map((n) => [n, metrics.histogram(metrics.rows, n)]));
     this.modelLabels = new Map(this.served.map((n) => [n, labelText({ model: n })]));
+    const batchMajor = (spec) => [...spec.inputs, ...spec.outputs].every((s) => s.shape[0] === -1);
+    this.batchers = new Map(
+      [...models].map(([name, m]) => [
+        name,
+        new ModelBatcher(m.session, {
+          batching: batching && batchMajor(m.spec),
+          maxRows: maxBatchSize,
+          onCall: (rows) => this.rows.get(name).observe(rows),
+        }),
+      ]),
+    );
   }
 
   find(name, version) {
@@ -130,13 +142,12 @@ class InferenceService {
     try {
       const request = this.parse("ModelInfer", data);
       name = request.model_name;
-      const model = this.find(name, request.model_version);
+      this.find(name, request.model_version);
       const codec = this.codecs.get(name);
       const { feeds, rows } = codec.decodeInputs(request);
       const specs = codec.requestedOutputs(request);
       queued = this.queue(name, 1);
-      this.rows.get(name).observe(rows);
-      const results = await model.session.run(feeds);
+      const results = await this.batchers.get(name).run(feeds, rows);
       callback(null, this.encode("ModelInfer", codec.response(request.id, specs, results)));
       const labels = this.okSeries.get(name);
       const counts = metrics.counters.inference_requests;

@@ -1,8 +1,11 @@
 // `--workers N` for the Node front end: N worker processes serving one port, supervised by the
 // primary process, with the behaviour of serving/workers.py:
-// - the port is shared through Node's cluster module (the primary accepts connections and hands
-//   them to the workers in turn; a connection, and so a gRPC channel, stays with its worker), so
-//   `--port 0` gives every worker the same free port and a port in use is an error;
+// - the port is shared through Node's cluster module: the primary opens the listening socket and
+//   every worker accepts connections from it (SCHED_NONE; a connection, and so a gRPC channel,
+//   stays with its worker), so `--port 0` gives every worker the same free port and a port in use
+//   is an error. Not cluster's default round-robin, where the primary accepts and hands each
+//   connection over: a connection handed to a worker as it dies stays open with nobody serving
+//   it, and its client waits for its deadline instead of failing over (seen in workers_test);
 // - the server reports ready only once every worker listens, and not ready while one is missing;
 // - the primary serves /metrics for all workers: each worker sends its counters to the primary
 //   every second and when a scrape asks, and a dead worker's last counters are kept, so sums never
@@ -184,6 +187,7 @@ class Supervisor {
     this.onServing = onServing;
     return new Promise((resolve) => {
       this.resolve = resolve;
+      cluster.schedulingPolicy = cluster.SCHED_NONE;
       cluster.setupPrimary({ args: [...process.argv.slice(2), WORKER_MARK] });
       for (let i = 0; i < this.spec.workers; i++) this.spawn(i);
     });
