@@ -118,4 +118,7 @@ def exec_node(config: ServerConfig) -> None:
     node = find_node()
     directory = frontend_dir()
     spec = json.dumps(node_spec(config))
-    os.execve(node, [node, str(directory / "main.js")], {**os.environ, SPEC_ENV: spec})
+    # onnxruntime-node's library sends usage telemetry over HTTPS unless told not to: a server
+    # does not phone home (an operator who wants it sets ORT_DISABLE_TELEMETRY=0).
+    env = {"ORT_DISABLE_TELEMETRY": "1", **os.environ, SPEC_ENV: spec}
+    os.execve(node, [node, str(directory / "main.js")], env)

@@ -120,16 +120,22 @@ def decode_outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
 
 
 def server_process(
-    *args: str, first_path: str | None = None, module: str = "serving.server", **popen
+    *args: str,
+    first_path: str | None = None,
+    module: str = "serving.server",
+    env: dict[str, str] | None = None,
+    **popen,
 ) -> subprocess.Popen:
     """`python -m serving.server ARGS` (or another `module`) with this process's import path
-    (after `first_path`, to run another copy of `serving`); stderr is piped.
+    (after `first_path`, to run another copy of `serving`) and `env` (default: this process's);
+    stderr is piped.
 
     `-P`: the working directory (e.g. the repository, without generated stubs, under
     `pants run`) must not come before that path.
     """
     path = [first_path] if first_path else []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, *(p for p in sys.path if p)])}
+    pythonpath = os.pathsep.join([*path, *(p for p in sys.path if p)])
+    env = {**(os.environ if env is None else env), "PYTHONPATH": pythonpath}
     return subprocess.Popen(
         [sys.executable, "-P", "-m", module, *args],
         env=env,

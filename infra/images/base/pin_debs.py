@@ -3,6 +3,11 @@
 Run on a Debian bookworm machine after `apt-get update`:
 
     python3 infra/images/base/pin_debs.py infra/images/base/packages.txt > infra/images/base/bookworm-python.json
+    python3 infra/images/base/pin_debs.py infra/images/base/packages.txt \
+        infra/images/base/packages-node.txt > infra/images/base/bookworm-python-node.json
+
+A line may pin a version (`name=version`), for a package whose candidate on this machine comes
+from elsewhere than Debian (a newer nodejs from another apt source, say).
 
 It asks apt (`apt-get download --print-uris`) for the current version of each listed package; no
 package is installed. Rerun it when Debian replaces a pinned version on its mirror (point releases
@@ -44,15 +49,17 @@ def pin(names: list[str]) -> list[dict]:
                 "sha256": match["sha256"],
             }
         )
-    missing = sorted(set(names) - {p["name"] for p in pins})
+    missing = sorted({n.split("=", 1)[0] for n in names} - {p["name"] for p in pins})
     if missing:
         raise SystemExit(f"apt printed no download for: {', '.join(missing)}")
     return sorted(pins, key=lambda p: p["name"])
 
 
 def main() -> None:
-    with open(sys.argv[1]) as f:
-        names = [line.split("#", 1)[0].strip() for line in f]
+    names = []
+    for path in sys.argv[1:]:  # several lists: one base, several layers of packages
+        with open(path) as f:
+            names += [line.split("#", 1)[0].strip() for line in f]
     packages = pin([name for name in names if name])
     json.dump(
         {"distribution": "bookworm", "architecture": "amd64", "packages": packages},

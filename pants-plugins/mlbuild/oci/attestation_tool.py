@@ -14,6 +14,7 @@ pipeline, which change on every commit: `pants publish` adds them to the stateme
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import os
@@ -98,6 +99,28 @@ def wheel_component(wheel: str, locked: Dict[str, Tuple[str, str]]) -> dict:
     }
 
 
+def npm_purl(name: str, version: str) -> str:
+    # A scoped package's scope is the purl's namespace, its `@` percent-encoded.
+    return f"pkg:npm/{name.replace('@', '%40', 1)}@{version}"
+
+
+def npm_component(pin: dict) -> dict:
+    purl = npm_purl(pin["name"], pin["version"])
+    algorithm, _, integrity = pin["integrity"].partition("-")
+    hashes = [{"alg": "SHA-256", "content": pin["sha256"]}]
+    if algorithm == "sha512":  # npm's own record of the tarball, base64 in the lockfile
+        hashes.append({"alg": "SHA-512", "content": base64.b64decode(integrity).hex()})
+    return {
+        "type": "library",
+        "bom-ref": f"{purl}#{pin['path']}",  # one package may be installed at several paths
+        "name": pin["name"],
+        "version": pin["version"],
+        "purl": purl,
+        "hashes": hashes,
+        "properties": [{"name": "npm:path", "value": pin["path"]}],
+    }
+
+
 def model_component(model: dict) -> dict:
     artifact = model.get("artifact", {})
     dataset = model.get("dataset", {})
@@ -122,7 +145,14 @@ def model_component(model: dict) -> dict:
     }
 
 
-def sbom(summary: dict, model: dict, pins: dict, wheels: Sequence[str], locked: dict) -> dict:
+def sbom(
+    summary: dict,
+    model: dict,
+    pins: dict,
+    wheels: Sequence[str],
+    locked: dict,
+    npm_pins: Sequence[dict] = (),
+) -> dict:
     digest = summary["digest"]
     return {
         "bomFormat": "CycloneDX",
@@ -147,6 +177,7 @@ def sbom(summary: dict, model: dict, pins: dict, wheels: Sequence[str], locked: 
                 for pin in pins["packages"]
             ),
             *(wheel_component(wheel, locked) for wheel in wheels),
+            *(npm_component(pin) for pin in npm_pins),
             model_component(model),
         ],
     }
@@ -160,6 +191,7 @@ def statement(
     sbom_digest: str,
     address: str,
     pants_version: str,
+    npm_pins: Sequence[dict] = (),
 ) -> dict:
     dataset = model.get("dataset", {})
     dependencies = [
@@ -194,6 +226,10 @@ def statement(
                 "digest": {"sha256": pin["sha256"]},
             }
             for pin in pins["packages"]
+        ),
+        *(
+            {"uri": npm_purl(pin["name"], pin["version"]), "digest": {"sha256": pin["sha256"]}}
+            for pin in npm_pins
         ),
         {"name": "sbom", "uri": "file:sbom.cdx.json", "digest": {"sha256": sbom_digest}},
     ]
@@ -233,6 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--pins", required=True, help="the base's debian_packages JSON")
     parser.add_argument("--requirements", required=True, help="the server's loose requirements PEX")
     parser.add_argument("--lockfile", action="append", default=[], help="NAME=PATH")
+    parser.add_argument("--npm-pins", help="the Node front end's npm_packages JSON, if any")
     parser.add_argument("--pants-version", required=True)
     parser.add_argument("--address", required=True)
     parser.add_argument("--sbom", required=True)
@@ -252,7 +289,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         name, _, path = spec.partition("=")
         lockfiles[name] = (path, sha256_file(path))
         locked.update(read_lockfile(path))
-    bom = sbom(summary, model, pins, installed_wheels(args.requirements), locked)
+    npm_pins = load(args.npm_pins)["packages"] if args.npm_pins else []
+    bom = sbom(summary, model, pins, installed_wheels(args.requirements), locked, npm_pins)
     sbom_bytes = (json.dumps(bom, indent=2, sort_keys=True) + "\n").encode()
     provenance = statement(
         summary,
@@ -262,6 +300,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         hashlib.sha256(sbom_bytes).hexdigest(),
         args.address,
         args.pants_version,
+        npm_pins,
     )
     for path, data in (
         (args.sbom, sbom_bytes),

@@ -3,6 +3,7 @@ are reproducible and free of anything that changes per commit, and its refusals.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -134,3 +135,38 @@ def test_a_dataset_from_the_artifact_store_is_named_by_its_url(tmp_path: Path) -
     sbom = json.loads((tmp_path / "out" / "sbom.json").read_text())
     properties = {p["name"]: p["value"] for p in sbom["components"][-1]["properties"]}
     assert properties["ml:dataset:url"] == url
+
+
+def test_npm_packages_of_the_node_front_end_are_components_and_dependencies(
+    tmp_path: Path,
+) -> None:
+    args = write_inputs(tmp_path, [WHEEL])
+    sha512 = bytes(range(64))
+    npm_pins = {
+        "packages": [
+            {
+                "path": "node_modules/@grpc/grpc-js",
+                "name": "@grpc/grpc-js",
+                "version": "1.14.7",
+                "url": "https://registry.npmjs.org/@grpc/grpc-js/-/grpc-js-1.14.7.tgz",
+                "size": 1,
+                "sha256": "ff" * 32,
+                "integrity": "sha512-" + base64.b64encode(sha512).decode(),
+            }
+        ]
+    }
+    (tmp_path / "npm-pins.json").write_text(json.dumps(npm_pins))
+    attestation_tool.main([*args, f"--npm-pins={tmp_path / 'npm-pins.json'}"])
+    sbom = json.loads((tmp_path / "out" / "sbom.json").read_text())
+    (npm,) = (c for c in sbom["components"] if c.get("purl", "").startswith("pkg:npm/"))
+    assert npm["purl"] == "pkg:npm/%40grpc/grpc-js@1.14.7"
+    assert npm["hashes"] == [
+        {"alg": "SHA-256", "content": "ff" * 32},
+        {"alg": "SHA-512", "content": sha512.hex()},
+    ]
+    statement = json.loads((tmp_path / "out" / "statement.json").read_text())
+    dependencies = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert {
+        "uri": "pkg:npm/%40grpc/grpc-js@1.14.7",
+        "digest": {"sha256": "ff" * 32},
+    } in dependencies

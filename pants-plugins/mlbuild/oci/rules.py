@@ -14,7 +14,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from pants.backend.python.subsystems.setup import PythonSetup
 from pants.backend.python.target_types import (
@@ -78,6 +78,8 @@ from pants.util.strutil import help_text
 from pants.version import VERSION as PANTS_VERSION
 
 from mlbuild import k8s_manifest
+from mlbuild.npm.rules import NpmPackages, NpmPackagesRequest
+from mlbuild.npm.target_types import NpmPackagesSourceField
 from mlbuild.oci import oci_tool
 from mlbuild.oci.target_types import (
     DebianPackagesSourceField,
@@ -85,6 +87,7 @@ from mlbuild.oci.target_types import (
     ModelImageBaseField,
     ModelImageLabelsField,
     ModelImageModelField,
+    ModelImageNodePackagesField,
     ModelImageOutputPathField,
     ModelImagePortField,
     ModelImageRepositoryField,
@@ -397,6 +400,57 @@ async def build_model_layer(request: ModelLayerRequest) -> ImageLayer:
     return ImageLayer(result.output_digest)
 
 
+class NodePackagesLayerRequest(_AddressRequest):
+    pass
+
+
+@dataclass(frozen=True)
+class NodePackagesLayer:
+    layer: ImageLayer
+    pins: Digest  # the npm_packages target's pins file, for the SBOM
+    pins_file: str
+
+
+@rule(desc="Build the Node front end's npm packages layer")
+async def build_node_packages_layer(request: NodePackagesLayerRequest) -> NodePackagesLayer:
+    targets = await Get(UnexpandedTargets, Addresses([request.address]))
+    if not targets[0].has_field(NpmPackagesSourceField):
+        raise ValueError(f"The node_packages {request.address} must be an `npm_packages` target.")
+    packages, pins = await MultiGet(
+        Get(NpmPackages, NpmPackagesRequest(request.address)),
+        Get(HydratedSources, HydrateSourcesRequest(targets[0][NpmPackagesSourceField])),
+    )
+    # node_modules/ sits beside the front end's code, which is in the code layer under /app.
+    prefix = f"src/{request.address.spec_path}" if request.address.spec_path else "src"
+    result = await Get(
+        ProcessResult,
+        _layer_request(
+            (
+                "tree",
+                "--map",
+                f"src={APP_DIR}",
+                "--created-by",
+                f"npm packages of {request.address}",
+            ),
+            await Get(Digest, AddPrefix(packages.digest, prefix)),
+            f"Laying the npm packages of {request.address} into a layer",
+        ),
+    )
+    return NodePackagesLayer(
+        ImageLayer(result.output_digest), pins.snapshot.digest, pins.snapshot.files[0]
+    )
+
+
+def frontend_arg(args: Sequence[str]) -> Optional[str]:
+    """The `--frontend` value in the server's arguments, if any."""
+    for index, arg in enumerate(args):
+        if arg.startswith("--frontend="):
+            return arg.split("=", 1)[1]
+        if arg == "--frontend" and index + 1 < len(args):
+            return args[index + 1]
+    return None
+
+
 # ------------------------------------------------------------------------------------------
 # The image
 # ------------------------------------------------------------------------------------------
@@ -409,6 +463,7 @@ class ModelImageFieldSet(PackageFieldSet):
     model: ModelImageModelField
     server: ModelImageServerField
     base: ModelImageBaseField
+    node_packages: ModelImageNodePackagesField
     repository: ModelImageRepositoryField
     args: ModelImageArgsField
     port: ModelImagePortField
@@ -441,6 +496,7 @@ class ImageAttestationsRequest:
     model_layer: ImageLayer
     server: ServerLayers
     base: Address
+    node_packages: Optional[NodePackagesLayer]
 
 
 @dataclass(frozen=True)
@@ -496,9 +552,11 @@ async def build_image_attestations(
                 pins.snapshot.digest,
                 installed_wheels,
                 locks,
+                *([request.node_packages.pins] if request.node_packages else []),
             ]
         ),
     )
+    npm_args = [f"--npm-pins={request.node_packages.pins_file}"] if request.node_packages else []
     sbom, statement = f"{request.stem}.sbom.cdx.json", f"{request.stem}.provenance.json"
     lock_args = [f"--lockfile={name}={path}" for name, path in sorted(lockfiles.items())]
     result = await Get(
@@ -510,6 +568,7 @@ async def build_image_attestations(
                 f"--pins={pins_file}",
                 "--requirements=requirements.pex",
                 *lock_args,
+                *npm_args,
                 f"--pants-version={PANTS_VERSION}",
                 f"--address={request.address}",
                 f"--sbom={sbom}",
@@ -526,26 +585,39 @@ async def build_image_attestations(
 
 @rule(desc="Package a model image", level=LogLevel.DEBUG)
 async def package_model_image(field_set: ModelImageFieldSet, oci: OciSubsystem) -> BuiltPackage:
-    model_address, server_address, base_address = await MultiGet(
+    model_address, server_address, base_address, node_address = await MultiGet(
         Get(Addresses, UnparsedAddressInputs, field_set.model.to_unparsed_address_inputs()),
         Get(Addresses, UnparsedAddressInputs, field_set.server.to_unparsed_address_inputs()),
         Get(Addresses, UnparsedAddressInputs, field_set.base.to_unparsed_address_inputs()),
+        Get(Addresses, UnparsedAddressInputs, field_set.node_packages.to_unparsed_address_inputs()),
     )
+    args = list(field_set.args.value or ())
+    if frontend_arg(args) == "node" and not node_address:
+        raise ValueError(
+            f"The image {field_set.address} starts the server with `--frontend node` but has no "
+            '`node_packages` (e.g. `node_packages="//serving/node:node_modules"`): the '
+            "container would have no npm packages to run it with."
+        )
     base, server, model = await MultiGet(
         Get(ImageLayer, BaseLayerRequest(base_address[0])),
         Get(ServerLayers, ServerLayersRequest(server_address[0])),
         Get(ImageLayer, ModelLayerRequest(model_address[0])),
     )
+    node = (
+        await Get(NodePackagesLayer, NodePackagesLayerRequest(node_address[0]))
+        if node_address
+        else None
+    )
     spec = {
         "python": PYTHON,
         "entry_point": server.entry_point,
         "pythonpath": [f"/{APP_DIR}", f"/{SITE_PACKAGES}"],
-        "args": list(field_set.args.value or ()),
+        "args": args,
         "ports": [field_set.port.value],
         "labels": dict(field_set.labels.value or {}),
         "repository": field_set.repository.value,
     }
-    layers = [base, server.requirements, server.code, model]
+    layers = [base, server.requirements, *([node.layer] if node else []), server.code, model]
     inputs = await MultiGet(
         Get(Digest, AddPrefix(layer.digest, f"layers/{index}"))
         for index, layer in enumerate(layers)
@@ -606,6 +678,7 @@ async def package_model_image(field_set: ModelImageFieldSet, oci: OciSubsystem) 
                 model,
                 server,
                 base_address[0],
+                node,
             ),
         ),
     )

@@ -19,9 +19,20 @@ from pants.engine.internals.scheduler import ExecutionError
 from pants.engine.target import InvalidFieldException
 from pants.testutil.rule_runner import QueryRule, RuleRunner
 
+from mlbuild.npm import rules as npm_rules
+from mlbuild.npm.npm_tool_test import make_tgz
+from mlbuild.npm.rules_test import pin as npm_pin
+from mlbuild.npm.target_types import NpmPackagesTarget
 from mlbuild.oci import rules as oci_rules
 from mlbuild.oci.oci_tool_test import make_deb
-from mlbuild.oci.rules import BaseLayerRequest, ImageLayer, apt_source_urls
+from mlbuild.oci.rules import (
+    BaseLayerRequest,
+    ImageLayer,
+    NodePackagesLayer,
+    NodePackagesLayerRequest,
+    apt_source_urls,
+    frontend_arg,
+)
 from mlbuild.oci.target_types import (
     DebianPackagesTarget,
     ModelImageModelField,
@@ -38,13 +49,16 @@ def rule_runner() -> RuleRunner:
             oci_rules.setup_oci_tool,
             oci_rules.run_oci_tool,
             oci_rules.build_base_layer,
+            oci_rules.build_node_packages_layer,
+            *npm_rules.rules(),
             *oci_rules.OciSubsystem.rules(),
             *adhoc_binaries.rules(),
             *source_files.rules(),
             QueryRule(ImageLayer, [BaseLayerRequest]),
+            QueryRule(NodePackagesLayer, [NodePackagesLayerRequest]),
             QueryRule(DigestContents, [oci_rules.Digest]),
         ],
-        target_types=[DebianPackagesTarget, ModelImageTarget],
+        target_types=[DebianPackagesTarget, ModelImageTarget, NpmPackagesTarget],
     )
 
 
@@ -156,3 +170,40 @@ def test_deployment_manifest_refuses_an_unpinnable_registry() -> None:
     summary = {"model": "m", "repository": "ml/m", "digest": "sha256:" + "00" * 32}
     with pytest.raises(ValueError, match="pinned by digest"):
         oci_rules.deployment_manifest(summary, 8500, "Registry With Spaces")
+
+
+def test_node_packages_layer_puts_node_modules_beside_the_front_end_code(
+    rule_runner: RuleRunner, tmp_path: Path
+) -> None:
+    tarball = make_tgz(tmp_path / "a-1.0.0.tgz", {"package.json": b"{}", "index.js": b"x"})
+    rule_runner.write_files(
+        {
+            "serving/node/BUILD": 'npm_packages(name="node_modules", source="pins.json")',
+            "serving/node/pins.json": json.dumps(
+                {"packages": [npm_pin("node_modules/a", tarball)]}
+            ),
+            "other/BUILD": 'debian_packages(name="base", source="pins.json")',
+            "other/pins.json": pins({}),
+        }
+    )
+    address = Address("serving/node", target_name="node_modules")
+    node = rule_runner.request(NodePackagesLayer, [NodePackagesLayerRequest(address)])
+    assert node.pins_file == "serving/node/pins.json"
+    files = {f.path: f.content for f in rule_runner.request(DigestContents, [node.layer.digest])}
+    with tarfile.open(fileobj=io.BytesIO(files["layer/layer.tar.gz"])) as tar:
+        names = set(tar.getnames())
+    assert {
+        "app/serving/node/node_modules/a/index.js",
+        "app/serving/node/node_modules/a/package.json",
+    } <= names
+    with pytest.raises(ExecutionError, match="must be an `npm_packages` target"):
+        rule_runner.request(
+            NodePackagesLayer, [NodePackagesLayerRequest(Address("other", target_name="base"))]
+        )
+
+
+def test_frontend_arg_reads_both_spellings() -> None:
+    assert frontend_arg(["--insecure", "--frontend", "node"]) == "node"
+    assert frontend_arg(["--frontend=python"]) == "python"
+    assert frontend_arg(["--frontend"]) is None
+    assert frontend_arg(["--port", "8500"]) is None

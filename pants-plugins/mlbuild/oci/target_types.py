@@ -108,6 +108,20 @@ class ModelImageBaseField(_SingleAddressField):
     )
 
 
+class ModelImageNodePackagesField(_SingleAddressField):
+    alias = "node_packages"
+    required = False
+    help = help_text(
+        """
+        The address of the `npm_packages` target of the server's Node front end (e.g.
+        `//serving/node:node_modules`), for a server started with `--frontend node` in `args`.
+        Its `node_modules` tree becomes a layer of its own at `/app/<the target's
+        directory>/node_modules`, between the requirements and the code. The base must then hold
+        Node.js (`//infra/images/base:bookworm_python_node`).
+        """
+    )
+
+
 class ModelImageRepositoryField(StringField):
     alias = "repository"
     help = help_text(
@@ -176,6 +190,7 @@ class ModelImageTarget(Target):
         ModelImageModelField,
         ModelImageServerField,
         ModelImageBaseField,
+        ModelImageNodePackagesField,
         ModelImageRepositoryField,
         ModelImageArgsField,
         ModelImagePortField,
@@ -185,7 +200,8 @@ class ModelImageTarget(Target):
     help = help_text(
         """
         A serving image for one model, built as cacheable Pants processes (no container engine):
-        layers base runtime, server requirements, server code, model, each byte-reproducible.
+        layers base runtime, server requirements, the Node front end's npm packages (if any),
+        server code, model, each byte-reproducible.
 
         `pants package` writes one tar that is both an OCI image layout and a docker-archive
         (`docker load -i`, `podman run oci-archive:`, `skopeo`); `pants run` loads it into the
