@@ -2,8 +2,9 @@
 end, then this process becomes `node serving/node/main.js` (exec: the same pid, so signals,
 exit status and a container's PID 1 stay as they were), which serves what it is handed.
 
-Node.js is found as $SERVING_NODE, else `node` on PATH; the front end's directory (main.js and
-its node_modules) as $SERVING_NODE_DIR, else `node/` beside this file.
+Node.js is found as $SERVING_NODE, else `node` on PATH; the front end's code (main.js) as
+$SERVING_NODE_DIR, else `node/` beside this file; its npm packages as $SERVING_NODE_MODULES, else
+`node_modules/` beside main.js (given to Node as NODE_PATH).
 """
 
 from __future__ import annotations
@@ -61,13 +62,20 @@ def frontend_dir() -> Path:
     directory = Path(os.environ.get("SERVING_NODE_DIR") or Path(__file__).parent / "node")
     if not (directory / "main.js").is_file():
         raise ConfigError(f"--frontend node: {directory / 'main.js'} is missing")
-    if not (directory / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        raise ConfigError(
-            f"--frontend node: its npm packages are missing from {directory / 'node_modules'} "
-            "(Pants builds them from serving/node/npm-pins.json: depend on "
-            "//serving/node:node_modules, or `./pants export-codegen serving/node:node_modules`)"
-        )
     return directory
+
+
+def node_modules(directory: Path) -> Path:
+    """Where the npm packages are: $SERVING_NODE_MODULES, else node_modules/ beside main.js."""
+    modules = Path(os.environ.get("SERVING_NODE_MODULES") or directory / "node_modules")
+    if not (modules / "@grpc" / "grpc-js").is_dir():
+        raise ConfigError(
+            f"--frontend node: its npm packages are missing from {modules} (Pants builds them "
+            "from serving/node/npm-pins.json: depend on //serving/node:node_modules, or run "
+            "`./pants export-codegen serving/node:node_modules` and set SERVING_NODE_MODULES="
+            "dist/codegen/serving/node/node_modules)"
+        )
+    return modules.resolve()
 
 
 def node_spec(config: ServerConfig) -> dict:
@@ -117,8 +125,9 @@ def exec_node(config: ServerConfig) -> None:
     check_config(config)
     node = find_node()
     directory = frontend_dir()
+    modules = node_modules(directory)
     spec = json.dumps(node_spec(config))
     # onnxruntime-node's library sends usage telemetry over HTTPS unless told not to: a server
     # does not phone home (an operator who wants it sets ORT_DISABLE_TELEMETRY=0).
-    env = {"ORT_DISABLE_TELEMETRY": "1", **os.environ, SPEC_ENV: spec}
+    env = {"ORT_DISABLE_TELEMETRY": "1", **os.environ, SPEC_ENV: spec, "NODE_PATH": str(modules)}
     os.execve(node, [node, str(directory / "main.js")], env)

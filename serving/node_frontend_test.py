@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+from pathlib import Path
 
 import pytest
 
+import serving
 from serving.fixtures import write_artifact
-from serving.testsupport import server_process, stop_process, wait_for_ports
+from serving.proto import open_inference_grpc_pb2 as pb
+from serving.testsupport import server_process, stop_process, stub, wait_for_ports
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +56,27 @@ def test_missing_npm_packages_are_refused_naming_the_directory(model_dir, tmp_pa
     (tmp_path / "main.js").write_text("")
     err = refusal(model_dir, SERVING_NODE_DIR=str(tmp_path))
     assert f"its npm packages are missing from {tmp_path / 'node_modules'}" in err
+    err = refusal(model_dir, SERVING_NODE_MODULES=str(tmp_path / "elsewhere"))
+    assert f"its npm packages are missing from {tmp_path / 'elsewhere'}" in err
+
+
+def test_npm_packages_can_live_apart_from_the_code(model_dir, tmp_path):
+    # As under `./pants run serving:server`, whose PEX carries the code but not node_modules/.
+    source = Path(serving.__file__).parent / "node"
+    code = tmp_path / "code"
+    code.mkdir()
+    for script in source.glob("*.js"):
+        shutil.copy(script, code)
+    process = launch(
+        model_dir, SERVING_NODE_DIR=str(code), SERVING_NODE_MODULES=str(source / "node_modules")
+    )
+    try:
+        port, _ = wait_for_ports(process)
+        client, channel = stub(port)
+        assert client.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+        channel.close()
+    finally:
+        stop_process(process)
 
 
 def test_python_only_flags_are_refused(model_dir):

@@ -1,7 +1,7 @@
 """The model server: the Open Inference Protocol v2 over gRPC (grpc.aio), plus gRPC health and
 server reflection, and Prometheus metrics over HTTP.
 
-Run it with `./pants run serving:server -- --model-dir DIR --insecure` (see serving/README.md).
+Run it with `./pants run serving:server -- --model-dir DIR --insecure` (see README.md, "Serving").
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class ServerConfig:
     # and the metrics go to the parent (see serving.workers).
     shared_port: bool = False
     # "python" (this module) or "node" (serving/node: the same service on grpc-js and
-    # onnxruntime-node, about half the CPU per request; see serving.node_frontend).
+    # onnxruntime-node, about a third of the CPU per request; see serving.node_frontend).
     frontend: str = "python"
 
 
@@ -413,8 +413,8 @@ def parse_args(argv: Sequence[str]) -> ServerConfig:
         choices=FRONTENDS,
         default="python",
         help="The process that serves: this Python one, or serving/node (grpc-js and "
-        "onnxruntime-node: the same service for about half the CPU per request; needs Node.js "
-        "18 or newer and its packages, see serving/README.md).",
+        "onnxruntime-node: the same service for about a third of the CPU per request; needs "
+        "Node.js 18 or newer and its npm packages: see the README's Serving section).",
     )
     args = parser.parse_args(argv)
     return ServerConfig(

@@ -2,7 +2,7 @@
 // that arrive while the event loop is busy are run in one onnxruntime call, their inputs stacked
 // along the batch dimension and the outputs split back by rows. An onnxruntime-node call costs
 // 30-80 µs of CPU before the model does any work (more than the model itself for small ones), so
-// with many requests in flight this halves the server's CPU per request (serving/bench/RESULTS.md).
+// with many requests in flight this cut the server's CPU per request by a fifth (serving/bench/RESULTS.md).
 // Only batch-major models (every input and output shaped [-1, ...]) are batched.
 "use strict";
 const ort = require("onnxruntime-node");

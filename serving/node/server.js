@@ -1,6 +1,6 @@
 // The Node front end of the model server: the same Open Inference Protocol v2 gRPC service, health
 // service, reflection and Prometheus metrics as serving/server.py, with grpc-js and onnxruntime-node
-// in place of grpc.aio and onnxruntime (about half the server CPU per request: see
+// in place of grpc.aio and onnxruntime (about a third of the server CPU per request: see
 // serving/bench/RESULTS.md). main.js runs it.
 "use strict";
 const crypto = require("crypto");
