@@ -40,11 +40,14 @@ COPIED = (
 )
 
 # What `model_image` targets need besides the model: the server (its code, not its tests, whose
-# BUILD names this repo's real models) and the base layer's pins; models/BUILD's defaults point
-# at them.
+# BUILD names this repo's real models), its Node front end (code and npm pins) and the base
+# layer's pins; models/BUILD's defaults point at them.
 IMAGE_INPUTS = ("infra/images/base",)
 SERVER_BUILD = """\
-python_sources(sources=["*.py", "!*_test.py"])
+python_sources(
+    sources=["*.py", "!*_test.py"],
+    overrides={"node_frontend.py": {"dependencies": ["//serving/node:js"]}},
+)
 
 pex_binary(name="server", entry_point="server.py:main")
 """
@@ -207,6 +210,14 @@ class ScratchRepo:
                     (self.source / "serving/proto" / proto_file).read_text(),
                 )
             self.write("serving/proto/BUILD", PROTO_BUILD)
+            node = self.source / "serving/node"
+            for path in [
+                node / "BUILD",
+                node / "pin_npm.py",
+                *node.glob("*.js"),
+                *node.glob("*.json"),
+            ]:
+                self.write(f"serving/node/{path.name}", path.read_text())
         build = self.read(f"models/{name}/BUILD")
         self.write(
             f"models/{name}/BUILD", build + f'\nmodel_image(name="image", model=":{name}")\n'
