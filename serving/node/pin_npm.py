@@ -7,10 +7,11 @@ Run from the repository root after changing package.json and package-lock.json (
 
 For every package the lockfile installs it computes the npm registry's tarball URL, downloads the
 tarball, checks it against the lockfile's sha512 `integrity` (a mismatch stops the run and keeps
-the old pins) and records its size and sha256, which Pants's downloads check. Output:
-serving/node/npm-pins.json, sorted by install path. Dev dependencies, and optional ones the
-lockfile restricts to other platforms than `--os`/`--cpu`, are left out; bundled dependencies
-come inside their parent's tarball. Nothing is installed and no package script runs.
+the old pins) and records its size and sha256, which the unpacking process (npm_tool.py)
+checks. Output: serving/node/npm-pins.json, sorted by install path. Dev dependencies, and
+optional ones the lockfile restricts to other platforms than `--os`/`--cpu`, are left out;
+bundled dependencies come inside their parent's tarball. Nothing is installed and no package
+script runs.
 """
 
 from __future__ import annotations
