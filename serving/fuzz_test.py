@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from serving.fixtures import write_artifact
 from serving.proto import open_inference_grpc_pb2 as pb
-from serving.server import ServerConfig
-from serving.testsupport import FRONTENDS, decode_outputs, raw_request, running_server, stub
+from serving.server import FRONTENDS, ServerConfig
+from serving.testsupport import decode_outputs, raw_request, running_server, stub
 
 MODEL = "fixture_digits"
 MAX_BATCH = 16

@@ -15,8 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from serving.fixtures import write_artifact
 from serving.proto import open_inference_grpc_pb2 as pb
+from serving.server import FRONTENDS
 from serving.testsupport import (
-    FRONTENDS,
     decode_outputs,
     metric_value,
     raw_request,

@@ -13,9 +13,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from serving.fixtures import write_artifact
 from serving.proto import open_inference_grpc_pb2 as pb
-from serving.server import INFERENCE_SERVICE, ServerConfig
+from serving.server import FRONTENDS, INFERENCE_SERVICE, ServerConfig
 from serving.testsupport import (
-    FRONTENDS,
     decode_outputs,
     raw_request,
     running_server,

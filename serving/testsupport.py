@@ -21,9 +21,7 @@ import numpy as np
 from serving.artifact import Artifact
 from serving.proto import open_inference_grpc_pb2 as pb
 from serving.proto import open_inference_grpc_pb2_grpc as pb_grpc
-from serving.server import FRONTENDS, ModelServer, ServerConfig, load_artifacts
-
-__all__ = ["FRONTENDS"]
+from serving.server import ModelServer, ServerConfig, load_artifacts
 
 
 @dataclasses.dataclass

@@ -20,8 +20,8 @@ import pytest
 
 from serving.fixtures import write_artifact
 from serving.proto import open_inference_grpc_pb2 as pb
+from serving.server import FRONTENDS
 from serving.testsupport import (
-    FRONTENDS,
     decode_outputs,
     raw_request,
     server_process,

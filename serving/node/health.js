@@ -11,8 +11,8 @@ const SERVICE_UNKNOWN = 3;
 
 class HealthService {
   constructor(root) {
-    this.request = root.lookupType(`${SERVICE.replace(/\.Health$/, "")}.HealthCheckRequest`);
-    this.response = root.lookupType(`${SERVICE.replace(/\.Health$/, "")}.HealthCheckResponse`);
+    this.request = root.lookupType("grpc.health.v1.HealthCheckRequest");
+    this.response = root.lookupType("grpc.health.v1.HealthCheckResponse");
     this.statuses = new Map();
     this.watchers = new Map(); // send function -> its Watch call
     this.final = false;

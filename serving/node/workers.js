@@ -66,7 +66,7 @@ class Supervisor {
 
   spawn(index) {
     const worker = cluster.fork({ SERVING_WORKER_INDEX: String(index) });
-    const entry = { worker, started: false, snapshot: null, index };
+    const entry = { worker, started: false, snapshot: null, index, waiters: [] }; // waiters: scrapes
     this.workers.set(index, entry);
     worker.on("message", (message) => this.onMessage(entry, message));
     worker.on("exit", (code, signal) => this.onExit(entry, code, signal));
@@ -83,7 +83,7 @@ class Supervisor {
   onMessage(entry, message) {
     if (message.type === "metrics") {
       entry.snapshot = message.snapshot;
-      for (const waiter of entry.waiters || []) waiter();
+      for (const waiter of entry.waiters) waiter();
       entry.waiters = [];
     } else if (message.type === "error") {
       this.finish(`error: ${message.message}`, 2);
@@ -150,7 +150,7 @@ class Supervisor {
       live.map(
         (entry) =>
           new Promise((resolve) => {
-            entry.waiters = (entry.waiters || []).concat([resolve]);
+            entry.waiters.push(resolve);
             setTimeout(resolve, 2000).unref();
             entry.worker.send({ type: "scrape" }, () => {});
           }),
